@@ -1,0 +1,247 @@
+"""Pure-torch reference implementations of every backend op.
+
+These functions are three things at once: the ``torch`` backend (CPU fallback, any device, any float dtype), the
+seam where the compiled backends (``cpp``, ``cuda``, ``triton``) plug in with the same signatures, and the oracle
+the compiled kernels are tested against. Shapes use ``N`` for the batch, ``C`` for channels and ``*S`` for the
+1-D/2-D/3-D spatial dims of the target layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "DEFAULT_EPS",
+    "cam_step",
+    "channel_sum",
+    "gradcam_weights",
+    "gradcampp_weights",
+    "gradcampp_weights_torchcam",
+    "interp_mode",
+    "masked_inputs",
+    "minmax_normalize",
+    "spatial_minmax",
+    "upsample",
+    "xgradcam_weights",
+]
+
+DEFAULT_EPS = 1e-8
+
+_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
+
+
+def interp_mode(spatial_dims: int) -> str:
+    """Interpolation mode used for ``spatial_dims`` dims (linear, bilinear or trilinear).
+
+    Raises:
+        ValueError: for anything but 1, 2 or 3 spatial dims.
+    """
+    if spatial_dims not in _MODES:
+        raise ValueError(f"CAMs need 1, 2 or 3 spatial dims, got {spatial_dims}")
+    return _MODES[spatial_dims]
+
+
+def upsample(maps: Tensor, size: Sequence[int], mode: str | None = None) -> Tensor:
+    """Resize maps with ``align_corners=False`` (the same values as ``F.interpolate``).
+
+    Args:
+        maps: ``(N, *S)`` maps (no channel dim).
+        size: target spatial size ``S_out`` (same length as ``S``).
+        mode: interpolation mode; default: linear/bilinear/trilinear for 1/2/3 dims.
+
+    Returns:
+        ``(N, *S_out)`` maps, same dtype.
+    """
+    size = tuple(int(s) for s in size)
+    if tuple(maps.shape[1:]) == size:
+        return maps
+    mode = mode or interp_mode(maps.ndim - 1)
+    align = None if mode == "nearest" else False
+    return F.interpolate(maps.unsqueeze(1), size=size, mode=mode, align_corners=align).squeeze(1)
+
+
+def spatial_minmax(maps: Tensor, spatial_dims: int, eps: float = DEFAULT_EPS) -> Tensor:
+    """Min-max normalise over the last ``spatial_dims`` dims: ``(x - min) / (max(x - min) + eps)``.
+
+    A constant map becomes all zeros (never NaN).
+
+    Args:
+        maps: ``(..., *S)`` tensor.
+        spatial_dims: how many trailing dims to normalise over.
+        eps: added to the range.
+
+    Returns:
+        a new tensor of the same shape and dtype.
+    """
+    dims = tuple(range(maps.ndim - spatial_dims, maps.ndim))
+    shifted = maps - maps.amin(dim=dims, keepdim=True)
+    return shifted / (shifted.amax(dim=dims, keepdim=True) + eps)
+
+
+def minmax_normalize(cams: Tensor, eps: float = DEFAULT_EPS) -> Tensor:
+    """Per-sample min-max normalisation of ``(N, *S)`` maps (see :func:`spatial_minmax`)."""
+    return spatial_minmax(cams, cams.ndim - 1, eps)
+
+
+def channel_sum(weights: Tensor, activations: Tensor) -> Tensor:
+    """Weighted channel sum ``nansum_c(w * A)``.
+
+    Args:
+        weights: ``(N, C)``, ``(1, C)`` or full-shape ``(N, C, *S)`` (LayerCAM) weights.
+        activations: ``(N, C, *S)``.
+
+    Returns:
+        ``(N, *S)`` in the promoted dtype of the inputs.
+    """
+    weights = weights[(...,) + (None,) * (activations.ndim - weights.ndim)]
+    return torch.nansum(weights * activations, dim=1)
+
+
+def cam_step(
+    weights: Tensor,
+    activations: Tensor,
+    *,
+    relu: bool = True,
+    output_size: Sequence[int] | None = None,
+    normalize: bool = True,
+    eps: float = DEFAULT_EPS,
+) -> Tensor:
+    """The CAM step shared by every method: weighted channel sum -> upsample -> ReLU -> min-max.
+
+    Args:
+        weights: ``(N, C)``, ``(1, C)`` or ``(N, C, *S)``.
+        activations: ``(N, C, *S)``.
+        relu: clamp negative values (every method except base CAM).
+        output_size: optional ``S_out``; the map is resized (``align_corners=False``) before ReLU/normalisation.
+        normalize: per-sample min-max normalisation.
+        eps: added to the range by the normalisation.
+
+    Returns:
+        ``(N, *S)`` or ``(N, *S_out)`` maps.
+    """
+    cam = channel_sum(weights, activations)
+    if output_size is not None:
+        cam = upsample(cam, output_size)
+    if relu:
+        cam = torch.relu(cam)
+    if normalize:
+        cam = minmax_normalize(cam, eps)
+    return cam
+
+
+def _spatial_flat(t: Tensor) -> Tensor:
+    return t.flatten(2)
+
+
+def gradcam_weights(grads: Tensor) -> Tensor:
+    """Grad-CAM weights ``w = mean_S(g)``: ``(N, C, *S) -> (N, C)``."""
+    return _spatial_flat(grads).mean(-1)
+
+
+def xgradcam_weights(grads: Tensor, activations: Tensor, eps: float = DEFAULT_EPS) -> Tensor:
+    """XGrad-CAM weights ``w = sum_S(g * A) / (sum_S(A) + eps)``: ``(N, C, *S) x2 -> (N, C)``."""
+    g, a = _spatial_flat(grads), _spatial_flat(activations)
+    return (g * a).sum(-1) / (a.sum(-1) + eps)
+
+
+def gradcampp_weights(
+    grads: Tensor,
+    activations: Tensor,
+    eps: float = DEFAULT_EPS,
+    *,
+    grads_sq: Tensor | None = None,
+    grads_cube: Tensor | None = None,
+) -> Tensor:
+    """Grad-CAM++ weights as documented (alpha, then weights).
+
+    ``alpha = g2 / (2 g2 + sum_S(A) * g3 + eps)`` where ``g2 > 0``, else 0; ``w = sum_S(alpha * relu(g))``, with
+    ``g2 = g^2`` and ``g3 = g^3`` unless averaged moments are given (Smooth Grad-CAM++ passes the means over its
+    noisy samples).
+
+    Args:
+        grads: ``(N, C, *S)`` first derivatives ``g``.
+        activations: ``(N, C, *S)`` activations ``A``.
+        eps: added to the denominator.
+        grads_sq: optional ``(N, C, *S)`` second-order term (default ``g^2``).
+        grads_cube: optional ``(N, C, *S)`` third-order term (default ``g^3``).
+
+    Returns:
+        ``(N, C)`` weights.
+    """
+    g = _spatial_flat(grads)
+    g2 = g * g if grads_sq is None else _spatial_flat(grads_sq)
+    g3 = g2 * g if grads_cube is None else _spatial_flat(grads_cube)
+    act_sum = _spatial_flat(activations).sum(-1, keepdim=True)
+    denom = 2 * g2 + act_sum * g3 + eps
+    alpha = torch.where(g2 > 0, g2 / torch.where(g2 > 0, denom, torch.ones_like(denom)), torch.zeros_like(g2))
+    return (alpha * torch.relu(g)).sum(-1)
+
+
+def gradcampp_weights_torchcam(grads: Tensor) -> Tensor:
+    """What TorchCAM 0.5.0's GradCAMpp really returns: ``w = sum_S(g^2 * relu(g))`` (its alpha division is lost).
+
+    Args:
+        grads: ``(N, C, *S)``.
+
+    Returns:
+        ``(N, C)`` weights.
+    """
+    g = _spatial_flat(grads)
+    return (g * g * torch.relu(g)).sum(-1)
+
+
+def masked_inputs(
+    activations: Tensor,
+    inputs: Tensor,
+    start: int,
+    stop: int,
+    *,
+    noise: Tensor | None = None,
+    scale: float = 1.0,
+    out_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    mode: str | None = None,
+    eps: float = DEFAULT_EPS,
+) -> Tensor:
+    """Score-CAM family masked inputs for the flattened (sample, channel) pairs ``start <= j < stop``.
+
+    For ``j = n * C + c``: ``out[j - start] = scale * (U(minmax(A[n, c])) + noise[j - start]) * inputs[n]``, where
+    ``minmax`` normalises one channel at feature resolution and ``U`` resizes it to the input size
+    (``align_corners=False``). The mask broadcasts over the input channels.
+
+    Args:
+        activations: ``(N, C, *S)``.
+        inputs: ``(N, Cin, *S_in)`` or ``(1, Cin, *S_in)`` (shared by every sample).
+        start: first flattened pair.
+        stop: one past the last flattened pair (``<= N * C``).
+        noise: optional ``(stop - start, *S_in)`` additive mask noise (SSCAM).
+        scale: multiplier of the masked input (ISCAM's integration coefficient).
+        out_dtype: dtype of the result (default: the input's).
+        channels_last: return a channels-last (2-D) / channels-last-3d (3-D) tensor.
+        mode: interpolation mode; default: linear/bilinear/trilinear.
+        eps: added to each channel's range.
+
+    Returns:
+        ``(stop - start, Cin, *S_in)`` masked inputs.
+    """
+    num_ch = activations.shape[1]
+    spatial_dims = activations.ndim - 2
+    pairs = torch.arange(start, stop, device=activations.device)
+    samples = pairs // num_ch
+    maps = activations.flatten(0, 1)[start:stop]
+    masks = upsample(spatial_minmax(maps, spatial_dims, eps), inputs.shape[2:], mode)
+    if noise is not None:
+        masks = masks + noise.to(masks.dtype)
+    base = inputs if inputs.shape[0] == 1 else inputs[samples]
+    out = masks.unsqueeze(1) * base
+    if scale != 1.0:
+        out = out * scale
+    out = out.to(out_dtype or inputs.dtype)
+    if channels_last and spatial_dims in (2, 3):
+        fmt = torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
+        out = out.contiguous(memory_format=fmt)
+    return out
