@@ -7,4 +7,5 @@ packages = find_packages(include=["pycam_fast", "pycam_fast.*"]) + ["pycam_fast.
 setup(
     packages=packages,
     package_dir={"pycam_fast.kernels": "kernels"},
+    package_data={"pycam_fast": ["demo/*.pt", "demo/*.json"]},
 )
