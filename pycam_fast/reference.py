@@ -45,23 +45,51 @@ def interp_mode(spatial_dims: int) -> str:
     return _MODES[spatial_dims]
 
 
+def _source_index(in_size: int, out_size: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """``align_corners=False`` source pixels and weight along one axis, computed as ATen does.
+
+    Returns:
+        ``(i0, i1, lam)``: ``(out_size,)`` left/right source indices and the weight of the right one.
+    """
+    dst = torch.arange(out_size, device=device, dtype=torch.float64)
+    src = ((dst + 0.5) * (in_size / out_size) - 0.5).clamp_min(0.0)
+    i0 = src.floor().long().clamp_max(in_size - 1)
+    i1 = (i0 + 1).clamp_max(in_size - 1)
+    return i0, i1, src - i0
+
+
+def _lerp_axis(maps: Tensor, dim: int, out_size: int) -> Tensor:
+    i0, i1, lam = _source_index(maps.shape[dim], out_size, maps.device)
+    shape = [1] * maps.ndim
+    shape[dim] = out_size
+    left, right = maps.index_select(dim, i0), maps.index_select(dim, i1)
+    # lerp(a, b, w) returns exactly a when a == b: a constant map stays constant (F.interpolate's
+    # w0*a + w1*b is off by an ulp there, which min-max normalisation then blows up to O(1) values)
+    return torch.lerp(left, right, lam.to(maps.dtype).view(shape))
+
+
 def upsample(maps: Tensor, size: Sequence[int], mode: str | None = None) -> Tensor:
-    """Resize maps with ``align_corners=False`` (the same values as ``F.interpolate``).
+    """Resize maps with ``align_corners=False``: the values of ``F.interpolate`` (to rounding), separably.
 
     Args:
         maps: ``(N, *S)`` maps (no channel dim).
         size: target spatial size ``S_out`` (same length as ``S``).
-        mode: interpolation mode; default: linear/bilinear/trilinear for 1/2/3 dims.
+        mode: ``"nearest"``, or linear/bilinear/trilinear (the default; all three mean separable linear).
 
     Returns:
-        ``(N, *S_out)`` maps, same dtype.
+        ``(N, *S_out)`` maps, same dtype (fp16/bf16 are interpolated in fp32).
     """
     size = tuple(int(s) for s in size)
     if tuple(maps.shape[1:]) == size:
         return maps
-    mode = mode or interp_mode(maps.ndim - 1)
-    align = None if mode == "nearest" else False
-    return F.interpolate(maps.unsqueeze(1), size=size, mode=mode, align_corners=align).squeeze(1)
+    if mode == "nearest":
+        return F.interpolate(maps.unsqueeze(1), size=size, mode="nearest").squeeze(1)
+    interp_mode(maps.ndim - 1)
+    out = maps.float() if maps.dtype in (torch.float16, torch.bfloat16) else maps
+    for axis, out_size in enumerate(size, start=1):
+        if out.shape[axis] != out_size:
+            out = _lerp_axis(out, axis, out_size)
+    return out.to(maps.dtype)
 
 
 def spatial_minmax(maps: Tensor, spatial_dims: int, eps: float = DEFAULT_EPS) -> Tensor:
@@ -78,8 +106,10 @@ def spatial_minmax(maps: Tensor, spatial_dims: int, eps: float = DEFAULT_EPS) ->
         a new tensor of the same shape and dtype.
     """
     dims = tuple(range(maps.ndim - spatial_dims, maps.ndim))
-    shifted = maps - maps.amin(dim=dims, keepdim=True)
-    return shifted / (shifted.amax(dim=dims, keepdim=True) + eps)
+    # fp16/bf16 in fp32: eps=1e-8 rounds to 0 in fp16, and a constant map would give 0/0
+    work = maps.float() if maps.dtype in (torch.float16, torch.bfloat16) else maps
+    shifted = work - work.amin(dim=dims, keepdim=True)
+    return (shifted / (shifted.amax(dim=dims, keepdim=True) + eps)).to(maps.dtype)
 
 
 def minmax_normalize(cams: Tensor, eps: float = DEFAULT_EPS) -> Tensor:

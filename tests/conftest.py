@@ -1,0 +1,38 @@
+import os
+
+import torch
+
+# Without a GPU the Triton kernels run through the interpreter; it must be chosen before triton is imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+from torch import nn  # noqa: E402
+
+
+class SmallCNN(nn.Module):
+    """Tiny conv net (two conv stages, GAP, Linear) that makes Score-CAM parity tests affordable."""
+
+    def __init__(self, in_ch: int = 3, num_classes: int = 10, dims: int = 2) -> None:
+        super().__init__()
+        conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[dims]
+        pool = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}[dims]
+        self.features = nn.Sequential(
+            conv(in_ch, 8, 3, padding=1),
+            nn.ReLU(),
+            conv(8, 12, 3, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            conv(12, 16, 3, padding=1),
+            nn.ReLU(),
+        )
+        self.pool = pool(1)
+        self.fc = nn.Linear(16, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.features(x)).flatten(1))
+
+
+@pytest.fixture
+def small_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return SmallCNN().eval()
