@@ -92,7 +92,7 @@ def _copy_bandwidth(do_bench) -> float:
 
 def _implementations() -> dict[str, object]:
     from pycam_fast import reference
-    from pycam_fast.backends import backends, get_ops
+    from pycam_fast.registry import backends, get_ops
 
     impls: dict[str, object] = {"torch": reference}
     for name in COMPILED:

@@ -16,7 +16,7 @@ import importlib
 import os
 from types import ModuleType
 
-from pycam_fast.backends import BackendUnavailable, register_backend
+from pycam_fast.registry import BackendUnavailable, register_backend
 
 __all__ = ["interpreting", "register"]
 

@@ -51,6 +51,7 @@ def locate_candidate_layer(model: nn.Module, input_shape: tuple[int, ...] = (3, 
     Returns:
         the name of the last module (in call order) whose output has ``len(input_shape) + 1`` dims and a spatial
         dim != 1, or ``None`` if there is none.
+
     """
     records: list[tuple[str, torch.Size]] = []
     handles = []
@@ -80,6 +81,7 @@ def module_name(module: nn.Module, submodules: dict[str, nn.Module]) -> str:
 
     Raises:
         ValueError: the module is not part of the model.
+
     """
     for name, candidate in submodules.items():
         if candidate is module:
@@ -110,6 +112,7 @@ def resolve_target_names(
     Raises:
         TypeError: ``target_layer`` of another type.
         ValueError: a module outside the model, an unknown name (with close matches), or no candidate found.
+
     """
     if isinstance(target_layer, str):
         names = [target_layer]

@@ -39,6 +39,7 @@ def interp_mode(spatial_dims: int) -> str:
 
     Raises:
         ValueError: for anything but 1, 2 or 3 spatial dims.
+
     """
     if spatial_dims not in _MODES:
         raise ValueError(f"CAMs need 1, 2 or 3 spatial dims, got {spatial_dims}")
@@ -50,6 +51,7 @@ def _source_index(in_size: int, out_size: int, device: torch.device) -> tuple[Te
 
     Returns:
         ``(i0, i1, lam)``: ``(out_size,)`` left/right source indices and the weight of the right one.
+
     """
     dst = torch.arange(out_size, device=device, dtype=torch.float64)
     src = ((dst + 0.5) * (in_size / out_size) - 0.5).clamp_min(0.0)
@@ -78,6 +80,7 @@ def upsample(maps: Tensor, size: Sequence[int], mode: str | None = None) -> Tens
 
     Returns:
         ``(N, *S_out)`` maps, same dtype (fp16/bf16 are interpolated in fp32).
+
     """
     size = tuple(int(s) for s in size)
     if tuple(maps.shape[1:]) == size:
@@ -104,6 +107,7 @@ def spatial_minmax(maps: Tensor, spatial_dims: int, eps: float = DEFAULT_EPS) ->
 
     Returns:
         a new tensor of the same shape and dtype.
+
     """
     dims = tuple(range(maps.ndim - spatial_dims, maps.ndim))
     # fp16/bf16 in fp32: eps=1e-8 rounds to 0 in fp16, and a constant map would give 0/0
@@ -126,6 +130,7 @@ def channel_sum(weights: Tensor, activations: Tensor) -> Tensor:
 
     Returns:
         ``(N, *S)`` in the promoted dtype of the inputs.
+
     """
     weights = weights[(...,) + (None,) * (activations.ndim - weights.ndim)]
     return torch.nansum(weights * activations, dim=1)
@@ -152,6 +157,7 @@ def cam_step(
 
     Returns:
         ``(N, *S)`` or ``(N, *S_out)`` maps.
+
     """
     cam = channel_sum(weights, activations)
     if output_size is not None:
@@ -201,6 +207,7 @@ def gradcampp_weights(
 
     Returns:
         ``(N, C)`` weights.
+
     """
     g = _spatial_flat(grads)
     g2 = g * g if grads_sq is None else _spatial_flat(grads_sq)
@@ -219,6 +226,7 @@ def gradcampp_weights_torchcam(grads: Tensor) -> Tensor:
 
     Returns:
         ``(N, C)`` weights.
+
     """
     g = _spatial_flat(grads)
     return (g * g * torch.relu(g)).sum(-1)
@@ -257,6 +265,7 @@ def masked_inputs(
 
     Returns:
         ``(stop - start, Cin, *S_in)`` masked inputs.
+
     """
     num_ch = activations.shape[1]
     spatial_dims = activations.ndim - 2

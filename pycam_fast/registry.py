@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from . import reference
+from ._auto_table import AUTO_TABLE, preferred_backend
 
 __all__ = [
     "AUTO_PREFERENCE",
@@ -64,8 +65,8 @@ class _Backend:
 
 _REGISTRY: dict[str, _Backend] = {}
 
-#: Order in which ``backend="auto"`` tries backends, per device type (first available wins). CUDA prefers the
-#: measured-faster compiled path; see ``pycam_fast/_auto_table.py`` once a GPU table exists.
+#: Order in which ``backend="auto"`` tries backends, per device type (first available wins). On a device with a
+#: measured table (``pycam_fast/_auto_table.py``, written by ``benchmarks/bench_triton.py``) ops are chosen per op.
 AUTO_PREFERENCE: dict[str, tuple[str, ...]] = {
     "cpu": ("cpp", "torch"),
     "cuda": ("cuda", "triton", "torch"),
@@ -89,6 +90,7 @@ def register_backend(name: str, loader: Callable[[], Any], devices: tuple[str, .
             :class:`BackendUnavailable` explaining why it is missing.
         devices: device types it runs on (``"*"`` for any).
         description: one line shown by :func:`backends`.
+
     """
     _REGISTRY[name] = _Backend(name, loader, devices, description)
 
@@ -98,6 +100,7 @@ def backends() -> dict[str, dict[str, Any]]:
 
     Returns:
         ``{name: {"available": bool, "devices": [...], "description": str, "reason": str | None}}``.
+
     """
     report = {}
     for name, backend in _REGISTRY.items():
@@ -120,6 +123,7 @@ def validate_backend_name(backend: str) -> str:
 
     Raises:
         ValueError: an unknown name, listing the known ones.
+
     """
     if not isinstance(backend, str) or (backend != "auto" and backend not in _REGISTRY):
         known = ", ".join(["auto", *_REGISTRY])
@@ -140,6 +144,7 @@ def resolve_backend(backend: str, device: torch.device | str) -> str:
     Raises:
         ValueError: unknown backend, or an explicit backend that is unavailable for this device (the message lists
             the available ones and the reason).
+
     """
     validate_backend_name(backend)
     device_type = torch.device(device).type
@@ -165,9 +170,30 @@ def resolve_backend(backend: str, device: torch.device | str) -> str:
     return backend
 
 
+class _PerOpAuto:
+    """``auto`` with a measured table: each op comes from the backend measured fastest for it on this device."""
+
+    def __init__(self, device_type: str, default: str) -> None:
+        self._device_type, self._default = device_type, default
+
+    def __getattr__(self, op_name: str) -> Any:
+        choice = preferred_backend(op_name, self._device_type)
+        entry = _REGISTRY.get(choice) if choice else None
+        if entry is None or not entry.runs_on(self._device_type) or entry.load() is None:
+            entry = _REGISTRY[self._default]
+        return getattr(entry.load(), op_name)
+
+
 def get_ops(backend: str, device: torch.device | str) -> Any:
-    """The op implementation (see :mod:`pycam_fast.reference`) for ``backend`` on ``device``."""
-    return _REGISTRY[resolve_backend(backend, device)].load()
+    """The op implementation (see :mod:`pycam_fast.reference`) for ``backend`` on ``device``.
+
+    For ``auto`` on a device with a measured table (:mod:`pycam_fast._auto_table`), ops are picked one by one.
+    """
+    name = resolve_backend(backend, device)
+    device_type = torch.device(device).type
+    if backend == "auto" and AUTO_TABLE.get(device_type):
+        return _PerOpAuto(device_type, name)
+    return _REGISTRY[name].load()
 
 
 def _load_torch() -> ModuleType:

@@ -26,6 +26,7 @@ def resolve_targets(targets: OutputTarget | list[OutputTarget], batch_size: int)
     Raises:
         TypeError: not a callable or a list of callables.
         ValueError: a list whose length is not the batch size.
+
     """
     if callable(targets):
         return [targets] * batch_size
@@ -61,6 +62,7 @@ def target_scores(output: Any, targets: list[OutputTarget]) -> Tensor:
     Raises:
         TypeError: a target that returns something else than a tensor.
         ValueError: a target that returns a non-scalar tensor.
+
     """
     values = [target(sample) for target, sample in zip(targets, _per_sample(output), strict=True)]
     if any(not isinstance(value, Tensor) for value in values):
@@ -99,6 +101,7 @@ def select_scores(
 
     Returns:
         ``(M,)`` scores.
+
     """
     if targets is not None:
         rows = range(len(_per_sample(output))) if sample_indices is None else sample_indices.tolist()

@@ -10,7 +10,9 @@ from PIL import Image
 __all__ = ["overlay_mask"]
 
 
-def overlay_mask(img: Image.Image, mask: Image.Image, colormap: Colormap | str = "jet", alpha: float = 0.7) -> Image.Image:
+def overlay_mask(
+    img: Image.Image, mask: Image.Image, colormap: Colormap | str = "jet", alpha: float = 0.7
+) -> Image.Image:
     """Blend a colour-mapped CAM over an image (TorchCAM's ``overlay_mask``: same signature, same pixels).
 
     The mask is resized to the image with bicubic resampling, squared, colour-mapped, and blended:
@@ -28,6 +30,7 @@ def overlay_mask(img: Image.Image, mask: Image.Image, colormap: Colormap | str =
     Raises:
         TypeError: ``img`` or ``mask`` is not a PIL image.
         ValueError: ``alpha`` outside [0, 1) or not a float, or an image that is neither grayscale nor RGB.
+
     """
     if not isinstance(img, Image.Image) or not isinstance(mask, Image.Image):
         raise TypeError("img and mask arguments need to be PIL.Image (convert tensors with to_pil_image)")

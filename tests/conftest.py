@@ -6,8 +6,8 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import pytest  # noqa: E402
-from torch import nn  # noqa: E402
+import pytest
+from torch import nn
 
 
 class SmallCNN(nn.Module):

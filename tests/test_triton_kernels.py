@@ -31,7 +31,7 @@ from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
 from pycam_fast import _auto_table  # noqa: E402
 from pycam_fast import kernels as triton_kernels  # noqa: E402
 from pycam_fast import reference as ref  # noqa: E402
-from pycam_fast.backends import BackendUnavailable, backends, get_ops  # noqa: E402
+from pycam_fast.registry import BackendUnavailable, backends, get_ops  # noqa: E402
 
 triton_kernels.register()  # re-read TRITON_INTERPRET in case pycam_fast was imported before it was set
 

@@ -33,6 +33,7 @@ class CAM(_CAM):
     Raises:
         ValueError: several target layers, or no / several Linear layers for the automatic ``fc_layer``.
         TypeError: ``fc_layer`` of another type.
+
     """
 
     def __init__(
@@ -95,6 +96,7 @@ class ScoreCAM(_CAM):
 
     Raises:
         ValueError: ``batch_size < 1``.
+
     """
 
     def __init__(
@@ -180,6 +182,7 @@ class SSCAM(ScoreCAM):
         std: standard deviation of the mask noise.
         input_shape: one sample's input shape, used by the automatic layer resolution.
         kwargs: ``enable_hooks``, ``reshape_transform``, ``backend``.
+
     """
 
     def __init__(
@@ -231,6 +234,7 @@ class ISCAM(ScoreCAM):
         num_samples: number of integration steps.
         input_shape: one sample's input shape, used by the automatic layer resolution.
         kwargs: ``enable_hooks``, ``reshape_transform``, ``backend``.
+
     """
 
     def __init__(

@@ -12,9 +12,9 @@ from typing import Any, Self
 import torch
 from torch import Tensor, nn
 
-from ..backends import BackendUnavailable, get_ops, validate_backend_name
 from ..hooks import LayerSpec, model_eval, resolve_target_names
 from ..reference import DEFAULT_EPS, upsample
+from ..registry import BackendUnavailable, get_ops, validate_backend_name
 from ..targets import ClassIdx, OutputTarget, resolve_targets
 
 __all__ = ["_CAM"]
@@ -29,11 +29,12 @@ class _CAM:
         input_shape: one sample's input shape, used by the automatic layer resolution.
         enable_hooks: whether hooks record from the start.
         reshape_transform: applied to hooked activations and gradients (e.g. ViT tokens -> ``(N, C, H, W)``).
-        backend: ``"auto"`` or a backend of :func:`pycam_fast.backends` for the CAM math.
+        backend: ``"auto"`` or a backend of :func:`pycam_fast.registry` for the CAM math.
 
     Raises:
         TypeError: a non-callable ``reshape_transform`` or a bad ``target_layer`` type.
         ValueError: a bad ``target_layer``, ``reshape_transform`` without ``target_layer``, or an unknown backend.
+
     """
 
     def __init__(
@@ -195,6 +196,7 @@ class _CAM:
 
         Returns:
             one ``(N, *spatial)`` map per target layer, on the activations' device and dtype.
+
         """
         self._precheck(class_idx, scores, targets)
         return self.compute_cams(class_idx, scores, normalized, targets=targets, output_size=output_size, **kwargs)
@@ -257,6 +259,7 @@ class _CAM:
         Raises:
             TypeError: ``cams`` is not a list of tensors.
             ValueError: ``cams`` is empty.
+
         """
         if not isinstance(cams, list) or any(not isinstance(cam, Tensor) for cam in cams):
             raise TypeError("invalid argument type for `cams`: expected a list of tensors")

@@ -28,6 +28,7 @@ class _GradCAM(_CAM):
         target_layer: a module, its dotted name, a list of those, or ``None`` (automatic).
         input_shape: one sample's input shape, used by the automatic layer resolution.
         kwargs: ``enable_hooks``, ``reshape_transform``, ``backend`` (see :class:`_CAM`).
+
     """
 
     def __init__(
@@ -65,6 +66,7 @@ class _GradCAM(_CAM):
 
         Raises:
             RuntimeError: the forward ran without gradients, or a score is not connected to a target layer.
+
         """
         outputs = self._hook_outputs
         if any(out is None or not out.requires_grad for out in outputs) or not _requires_grad(scores):
@@ -169,6 +171,7 @@ class SmoothGradCAMpp(_GradCAM):
 
     Raises:
         ValueError: ``num_samples < 1`` or ``std < 0``.
+
     """
 
     def __init__(
@@ -210,7 +213,7 @@ class SmoothGradCAMpp(_GradCAM):
             raise AssertionError("Inputs need to be forwarded in the model for the conv features to be hooked")
         moments: list[list[Tensor]] | None = None
         for _ in range(self.num_samples):
-            noise = _gaussian(self._input.size(), self.std).to(device=self._input.device)
+            noise = _gaussian(self._input.size(), self.std).to(self._input.device, self._input.dtype)
             out = self.model((self._input + noise).requires_grad_(True))
             self._backprop(out, class_idx, **kwargs)
             grads: list[Tensor] = self.hook_g  # type: ignore[assignment]

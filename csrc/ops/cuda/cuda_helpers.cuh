@@ -1,0 +1,66 @@
+// Small CUDA helpers shared by the pycam_fast kernels: warp/block reductions and launch configuration. The
+// per-element math lives in ../kernel_math.h (shared with the CPU kernels).
+#pragma once
+
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "../kernel_math.h"
+
+namespace pycam_fast {
+namespace cuda {
+
+constexpr int kWarp = 32;
+constexpr int kBlock = 256;
+
+template <typename T>
+__device__ inline T warp_sum(T v) {
+  for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+template <typename T>
+__device__ inline void warp_minmax(T& lo, T& hi) {
+  for (int o = kWarp / 2; o > 0; o /= 2) {
+    lo = math::min2(lo, __shfl_xor_sync(0xffffffffu, lo, o));
+    hi = math::max2(hi, __shfl_xor_sync(0xffffffffu, hi, o));
+  }
+}
+
+// Block-wide (min, max); every thread gets the result. blockDim.x must be a multiple of 32 and <= 1024.
+template <typename T>
+__device__ inline void block_minmax(T& lo, T& hi) {
+  __shared__ T s_lo[kWarp];
+  __shared__ T s_hi[kWarp];
+  warp_minmax(lo, hi);
+  const int lane = threadIdx.x % kWarp;
+  const int warp = threadIdx.x / kWarp;
+  const int warps = blockDim.x / kWarp;
+  __syncthreads();  // s_lo/s_hi may still be read by a previous call
+  if (lane == 0) {
+    s_lo[warp] = lo;
+    s_hi[warp] = hi;
+  }
+  __syncthreads();
+  lo = s_lo[0];
+  hi = s_hi[0];
+  for (int w = 1; w < warps; ++w) {
+    lo = math::min2(lo, s_lo[w]);
+    hi = math::max2(hi, s_hi[w]);
+  }
+}
+
+// Blocks for a grid-stride loop over `total` items: enough to fill the GPU (a few waves), capped for the 2^31-1
+// grid limit.
+inline unsigned int grid_for(int64_t total, int threads = kBlock) {
+  const int64_t blocks = (total + threads - 1) / threads;
+  return static_cast<unsigned int>(std::max<int64_t>(1, std::min<int64_t>(blocks, int64_t(1) << 20)));
+}
+
+}  // namespace cuda
+}  // namespace pycam_fast

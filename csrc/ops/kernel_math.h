@@ -1,0 +1,152 @@
+// Per-element math shared by the CPU and CUDA kernels (C10_HOST_DEVICE), so the CPU tests cover the formulas the
+// GPU runs. Everything here is templated on the accumulation type `acc_t` (float for fp16/bf16/fp32 inputs,
+// double for fp64), matching at::opmath_type.
+#pragma once
+
+#include <c10/macros/Macros.h>
+
+#include <cstdint>
+
+namespace pycam_fast {
+namespace math {
+
+// Which gradient-weight formula a weights kernel computes (one kernel body, four ops).
+enum class WeightKind : int { GradCAM = 0, XGradCAM = 1, GradCAMpp = 2, GradCAMppTorchCAM = 3 };
+
+// Source taps of one output coordinate for linear interpolation with align_corners=False. This is ATen's
+// area_pixel_compute_scale + area_pixel_compute_source_index + guard_index_and_lambda, in the same operation
+// order, so a map resized here matches F.interpolate to the last bit when the input map is the same.
+template <typename acc_t>
+struct LinearTap {
+  int64_t i0;
+  int64_t i1;
+  acc_t l0;
+  acc_t l1;
+};
+
+template <typename acc_t>
+C10_HOST_DEVICE inline LinearTap<acc_t> linear_tap(int64_t dst, int64_t in_size, int64_t out_size) {
+  LinearTap<acc_t> t;
+  if (in_size == out_size) {  // identity: F.interpolate is skipped by the reference, so copy exactly
+    t.i0 = dst;
+    t.i1 = dst;
+    t.l0 = acc_t(1);
+    t.l1 = acc_t(0);
+    return t;
+  }
+  const acc_t scale = static_cast<acc_t>(in_size) / static_cast<acc_t>(out_size);
+  acc_t src = scale * (static_cast<acc_t>(dst) + acc_t(0.5)) - acc_t(0.5);
+  src = src < acc_t(0) ? acc_t(0) : src;  // align_corners=False clamps below 0 (not for cubic)
+  int64_t idx = static_cast<int64_t>(src);  // src >= 0, so truncation == floor
+  idx = idx > in_size - 1 ? in_size - 1 : idx;
+  acc_t lam = src - static_cast<acc_t>(idx);
+  lam = lam < acc_t(0) ? acc_t(0) : (lam > acc_t(1) ? acc_t(1) : lam);
+  t.i0 = idx;
+  t.i1 = idx + (idx < in_size - 1 ? 1 : 0);
+  t.l1 = lam;
+  t.l0 = acc_t(1) - lam;
+  return t;
+}
+
+// Linear blend of two taps, written as ATen's `t0 * w0 + t1 * w1`.
+template <typename acc_t>
+C10_HOST_DEVICE inline acc_t lerp2(acc_t v0, acc_t v1, acc_t l0, acc_t l1) {
+  return v0 * l0 + v1 * l1;
+}
+
+// nansum semantics: a NaN product (NaN activation, 0 * inf, ...) contributes 0. Written as a select so the CPU
+// loop vectorises; needs IEEE compares, hence no -ffast-math anywhere in the build.
+template <typename acc_t>
+C10_HOST_DEVICE inline acc_t nan_to_zero(acc_t p) {
+  return p == p ? p : acc_t(0);
+}
+
+// torch.relu semantics (NaN stays NaN), unlike `x > 0 ? x : 0`.
+template <typename acc_t>
+C10_HOST_DEVICE inline acc_t relu(acc_t x) {
+  return x < acc_t(0) ? acc_t(0) : x;
+}
+
+// Min-max normalisation `(x - lo) / (hi - lo + eps)` (reference: spatial_minmax). amax(x - lo) == hi - lo exactly
+// because rounding is monotone, so this is bitwise the reference formula.
+template <typename acc_t>
+C10_HOST_DEVICE inline acc_t minmax_denom(acc_t lo, acc_t hi, acc_t eps) {
+  return (hi - lo) + eps;
+}
+
+template <typename acc_t>
+C10_HOST_DEVICE inline acc_t minmax_apply(acc_t x, acc_t lo, acc_t denom) {
+  return (x - lo) / denom;
+}
+
+template <typename acc_t>
+C10_HOST_DEVICE inline acc_t min2(acc_t a, acc_t b) {
+  return b < a ? b : a;
+}
+
+template <typename acc_t>
+C10_HOST_DEVICE inline acc_t max2(acc_t a, acc_t b) {
+  return b > a ? b : a;
+}
+
+// Grad-CAM++ per-element term alpha * relu(g), alpha = g2 / (2 g2 + sum_S(A) g3 + eps) where g2 > 0 else 0.
+// Like the reference, the division result is used as is (no shortcut for g <= 0), so an infinite alpha times
+// relu(g) == 0 gives the same NaN the reference gives.
+template <typename acc_t>
+C10_HOST_DEVICE inline acc_t gradcampp_term(acc_t g, acc_t act_sum, acc_t eps) {
+  const acc_t g2 = g * g;
+  const acc_t g3 = g2 * g;
+  const acc_t denom = acc_t(2) * g2 + act_sum * g3 + eps;
+  const bool pos = g2 > acc_t(0);
+  const acc_t alpha = pos ? g2 / (pos ? denom : acc_t(1)) : acc_t(0);
+  return alpha * relu(g);
+}
+
+// TorchCAM 0.5 GradCAMpp weight term g^2 * relu(g).
+template <typename acc_t>
+C10_HOST_DEVICE inline acc_t gradcampp_torchcam_term(acc_t g) {
+  return g * g * relu(g);
+}
+
+// Finishing step of the row reductions of a weights kernel: GradCAM divides by |S|, XGradCAM by sum(A) + eps.
+template <typename acc_t>
+C10_HOST_DEVICE inline acc_t finish_weight(WeightKind kind, acc_t sum, acc_t act_sum, int64_t numel, acc_t eps) {
+  switch (kind) {
+    case WeightKind::GradCAM:
+      return sum / static_cast<acc_t>(numel);
+    case WeightKind::XGradCAM:
+      return sum / (act_sum + eps);
+    default:
+      return sum;
+  }
+}
+
+}  // namespace math
+}  // namespace pycam_fast
+
+namespace pycam_fast {
+namespace math {
+
+// One output value of a (bi/tri)linear resize of a (din, hin, win) map at output coordinate (z, y, x), reading
+// input values through get(flat_index). Blends W first, then H, then D: the order of ATen's separable kernel and of
+// the CPU row-wise path (cpu/resize.h), so CPU and CUDA agree to the last bit given the same map.
+template <typename acc_t, typename Get>
+C10_HOST_DEVICE inline acc_t interp3(const Get& get, int64_t din, int64_t hin, int64_t win, int64_t dout, int64_t hout,
+                                     int64_t wout, int64_t z, int64_t y, int64_t x) {
+  const LinearTap<acc_t> tz = linear_tap<acc_t>(z, din, dout);
+  const LinearTap<acc_t> ty = linear_tap<acc_t>(y, hin, hout);
+  const LinearTap<acc_t> tx = linear_tap<acc_t>(x, win, wout);
+  const int64_t r00 = (tz.i0 * hin + ty.i0) * win;
+  const int64_t r01 = (tz.i0 * hin + ty.i1) * win;
+  const acc_t p0 = lerp2(lerp2(get(r00 + tx.i0), get(r00 + tx.i1), tx.l0, tx.l1),
+                         lerp2(get(r01 + tx.i0), get(r01 + tx.i1), tx.l0, tx.l1), ty.l0, ty.l1);
+  if (din == 1) return p0;  // 1-D/2-D: no depth blend (the CPU path skips it too)
+  const int64_t r10 = (tz.i1 * hin + ty.i0) * win;
+  const int64_t r11 = (tz.i1 * hin + ty.i1) * win;
+  const acc_t p1 = lerp2(lerp2(get(r10 + tx.i0), get(r10 + tx.i1), tx.l0, tx.l1),
+                         lerp2(get(r11 + tx.i0), get(r11 + tx.i1), tx.l0, tx.l1), ty.l0, ty.l1);
+  return lerp2(p0, p1, tz.l0, tz.l1);
+}
+
+}  // namespace math
+}  // namespace pycam_fast

@@ -1,0 +1,201 @@
+// Host-side argument checks and geometry shared by the CPU and CUDA implementations (one place for the shape
+// rules, so both backends reject the same inputs with the same messages).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/ScalarType.h>
+#include <c10/util/Exception.h>
+#include <c10/util/OptionalArrayRef.h>
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <type_traits>
+#include <vector>
+
+namespace pycam_fast {
+
+// 1-, 2- and 3-D spatial shapes are all handled as (D, H, W): missing leading dims are size 1, and a size-1 dim
+// resized to size 1 is an identity tap, so one code path covers linear, bilinear and trilinear.
+struct Spatial3 {
+  int64_t d = 1;
+  int64_t h = 1;
+  int64_t w = 1;
+  int64_t numel() const { return d * h * w; }
+};
+
+inline Spatial3 to_spatial3(c10::IntArrayRef s) {
+  TORCH_CHECK(s.size() >= 1 && s.size() <= 3, "pycam_fast: CAMs need 1, 2 or 3 spatial dims, got ", s.size());
+  Spatial3 out;
+  int64_t* dims[3] = {&out.d, &out.h, &out.w};
+  for (size_t i = 0; i < s.size(); ++i) {
+    TORCH_CHECK(s[i] > 0, "pycam_fast: spatial sizes must be positive, got ", s);
+    *dims[3 - s.size() + i] = s[i];
+  }
+  return out;
+}
+
+inline void check_float(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(at::isFloatingType(t.scalar_type()), "pycam_fast: ", name,
+              " must be float16, bfloat16, float32 or float64, got ", t.scalar_type());
+}
+
+inline void check_same_device(const at::Tensor& a, const at::Tensor& b, const char* an, const char* bn) {
+  TORCH_CHECK(a.device() == b.device(), "pycam_fast: ", an, " is on ", a.device(), " but ", bn, " is on ",
+              b.device());
+}
+
+inline void check_device(const at::Tensor& t, c10::DeviceType type, const char* name) {
+  TORCH_CHECK(t.device().type() == type, "pycam_fast: ", name, " must be a ", c10::DeviceTypeName(type),
+              " tensor for this kernel, got one on ", t.device());
+}
+
+// Validated geometry of a cam_step call.
+struct CamStepGeometry {
+  int64_t n = 0;
+  int64_t c = 0;
+  Spatial3 in;
+  Spatial3 out;
+  std::vector<int64_t> out_sizes;  // (N, *S_out)
+  bool full_weights = false;       // LayerCAM (N, C, *S) weights
+  int64_t weight_batch_stride = 0;  // 0 when (1, C) weights broadcast over the batch
+};
+
+inline CamStepGeometry cam_step_geometry(const at::Tensor& weights, const at::Tensor& activations,
+                                         at::OptionalIntArrayRef output_size) {
+  check_float(weights, "weights");
+  check_float(activations, "activations");
+  TORCH_CHECK(weights.scalar_type() == activations.scalar_type(),
+              "pycam_fast::cam_step: weights and activations must share a dtype (the Python wrapper promotes), got ",
+              weights.scalar_type(), " and ", activations.scalar_type());
+  check_same_device(weights, activations, "weights", "activations");
+  TORCH_CHECK(activations.dim() >= 3 && activations.dim() <= 5,
+              "pycam_fast::cam_step: activations must be (N, C, *S) with 1-3 spatial dims, got ", activations.sizes());
+  CamStepGeometry g;
+  g.n = activations.size(0);
+  g.c = activations.size(1);
+  const auto spatial = activations.sizes().slice(2);
+  g.in = to_spatial3(spatial);
+  if (weights.dim() == 2) {
+    TORCH_CHECK((weights.size(0) == g.n || weights.size(0) == 1) && weights.size(1) == g.c,
+                "pycam_fast::cam_step: weights must be (N, C) or (1, C) for activations ", activations.sizes(),
+                ", got ", weights.sizes());
+    g.weight_batch_stride = weights.size(0) == 1 ? 0 : g.c;
+  } else {
+    TORCH_CHECK(weights.sizes() == activations.sizes(),
+                "pycam_fast::cam_step: full-shape weights must match activations ", activations.sizes(), ", got ",
+                weights.sizes());
+    g.full_weights = true;
+  }
+  g.out_sizes = {g.n};
+  if (output_size.has_value()) {
+    TORCH_CHECK(output_size->size() == spatial.size(), "pycam_fast::cam_step: output_size ", *output_size,
+                " must have ", spatial.size(), " dims");
+    g.out = to_spatial3(*output_size);
+    g.out_sizes.insert(g.out_sizes.end(), output_size->begin(), output_size->end());
+  } else {
+    g.out = g.in;
+    g.out_sizes.insert(g.out_sizes.end(), spatial.begin(), spatial.end());
+  }
+  return g;
+}
+
+// Validated (grads, activations) pair of a weights op; activations may be undefined (GradCAM, TorchCAM++).
+inline void check_weights_args(const at::Tensor& grads, const at::Tensor* activations, const char* op) {
+  check_float(grads, "grads");
+  TORCH_CHECK(grads.dim() >= 3, "pycam_fast::", op, ": grads must be (N, C, *S), got ", grads.sizes());
+  if (activations != nullptr) {
+    check_float(*activations, "activations");
+    TORCH_CHECK(activations->sizes() == grads.sizes(), "pycam_fast::", op, ": activations ", activations->sizes(),
+                " must match grads ", grads.sizes());
+    TORCH_CHECK(activations->scalar_type() == grads.scalar_type(), "pycam_fast::", op,
+                ": grads and activations must share a dtype (the Python wrapper promotes)");
+    check_same_device(grads, *activations, "grads", "activations");
+  }
+}
+
+// Validated geometry of a masked_inputs call.
+struct MaskedGeometry {
+  int64_t n = 0;
+  int64_t c = 0;
+  int64_t pairs = 0;
+  int64_t cin = 0;
+  bool shared_input = false;  // (1, Cin, *S_in) inputs used by every sample
+  Spatial3 feat;
+  Spatial3 in;
+  std::vector<int64_t> out_sizes;  // (stop - start, Cin, *S_in)
+  at::ScalarType out_dtype = at::kFloat;
+  c10::MemoryFormat format = c10::MemoryFormat::Contiguous;
+};
+
+inline MaskedGeometry masked_geometry(const at::Tensor& activations, const at::Tensor& inputs, int64_t start,
+                                      int64_t stop, const std::optional<at::Tensor>& noise,
+                                      std::optional<at::ScalarType> out_dtype, bool channels_last) {
+  check_float(activations, "activations");
+  check_float(inputs, "inputs");
+  TORCH_CHECK(activations.scalar_type() == inputs.scalar_type(),
+              "pycam_fast::masked_inputs: activations and inputs must share a dtype (the Python wrapper promotes)");
+  check_same_device(activations, inputs, "activations", "inputs");
+  TORCH_CHECK(activations.dim() >= 3 && activations.dim() <= 5,
+              "pycam_fast::masked_inputs: activations must be (N, C, *S) with 1-3 spatial dims, got ",
+              activations.sizes());
+  TORCH_CHECK(inputs.dim() == activations.dim(), "pycam_fast::masked_inputs: inputs ", inputs.sizes(),
+              " must have the spatial rank of activations ", activations.sizes());
+  MaskedGeometry g;
+  g.n = activations.size(0);
+  g.c = activations.size(1);
+  TORCH_CHECK(0 <= start && start <= stop && stop <= g.n * g.c, "pycam_fast::masked_inputs: need 0 <= start (",
+              start, ") <= stop (", stop, ") <= N * C (", g.n * g.c, ")");
+  g.pairs = stop - start;
+  TORCH_CHECK(inputs.size(0) == 1 || inputs.size(0) == g.n, "pycam_fast::masked_inputs: inputs batch ",
+              inputs.size(0), " must be 1 or N = ", g.n);
+  g.shared_input = inputs.size(0) == 1;
+  g.cin = inputs.size(1);
+  g.feat = to_spatial3(activations.sizes().slice(2));
+  g.in = to_spatial3(inputs.sizes().slice(2));
+  g.out_sizes = {g.pairs, g.cin};
+  const auto s_in = inputs.sizes().slice(2);
+  g.out_sizes.insert(g.out_sizes.end(), s_in.begin(), s_in.end());
+  if (noise.has_value()) {
+    std::vector<int64_t> expect = {g.pairs};
+    expect.insert(expect.end(), s_in.begin(), s_in.end());
+    TORCH_CHECK(noise->sizes() == c10::IntArrayRef(expect), "pycam_fast::masked_inputs: noise must be ",
+                c10::IntArrayRef(expect), ", got ", noise->sizes());
+    TORCH_CHECK(noise->scalar_type() == inputs.scalar_type(),
+                "pycam_fast::masked_inputs: noise must have the inputs' dtype (the Python wrapper casts)");
+    check_same_device(noise.value(), inputs, "noise", "inputs");
+  }
+  g.out_dtype = out_dtype.value_or(inputs.scalar_type());
+  TORCH_CHECK(at::isFloatingType(g.out_dtype), "pycam_fast::masked_inputs: out_dtype must be a float type, got ",
+              g.out_dtype);
+  if (channels_last && s_in.size() == 2) {
+    g.format = c10::MemoryFormat::ChannelsLast;
+  } else if (channels_last && s_in.size() == 3) {
+    g.format = c10::MemoryFormat::ChannelsLast3d;
+  }
+  return g;
+}
+
+// Calls f(static_cast<out_t*>(nullptr)) with out_t the C++ type of `dtype` (a second dispatch level for the
+// output dtype of masked_inputs; AT_DISPATCH cannot nest because both levels bind `scalar_t`).
+template <typename F>
+void dispatch_out_dtype(at::ScalarType dtype, F&& f) {
+  switch (dtype) {
+    case at::kFloat:
+      f(static_cast<float*>(nullptr));
+      break;
+    case at::kDouble:
+      f(static_cast<double*>(nullptr));
+      break;
+    case at::kHalf:
+      f(static_cast<c10::Half*>(nullptr));
+      break;
+    case at::kBFloat16:
+      f(static_cast<c10::BFloat16*>(nullptr));
+      break;
+    default:
+      TORCH_CHECK(false, "pycam_fast: unsupported output dtype ", dtype);
+  }
+}
+
+}  // namespace pycam_fast

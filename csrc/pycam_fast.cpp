@@ -1,0 +1,61 @@
+// The pycam_fast._C Python module. Importing it loads this shared library, whose static initialisers register the
+// pycam_fast:: operators (ops/ops.cpp) and their CPU/CUDA kernels with the dispatcher; the ops are then reached as
+// torch.ops.pycam_fast.<name>. The module itself only reports how it was built.
+#include <torch/extension.h>
+
+#include <string>
+
+#ifndef PYCAM_FAST_TORCH_VERSION  // set by setup.py to torch.__version__ at build time
+#define PYCAM_FAST_TORCH_VERSION "unknown"
+#endif
+#ifndef PYCAM_FAST_CUDA_ARCH_LIST
+#define PYCAM_FAST_CUDA_ARCH_LIST ""
+#endif
+
+namespace pycam_fast {
+#ifdef PYCAM_FAST_WITH_CUDA
+// Defined in ops/cuda/cam_step_kernel.cu: the CUDA runtime version (CUDART_VERSION) nvcc compiled against.
+int cuda_runtime_version_built();
+#endif
+}  // namespace pycam_fast
+
+namespace {
+
+std::string compiler() {
+#if defined(__clang__)
+  return std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+  return std::string("gcc ") + __VERSION__;
+#elif defined(_MSC_VER)
+  return "msvc " + std::to_string(_MSC_VER);
+#else
+  return "unknown";
+#endif
+}
+
+py::dict build_info() {
+  py::dict info;
+#ifdef PYCAM_FAST_WITH_CUDA
+  info["cuda"] = true;
+  const int v = pycam_fast::cuda_runtime_version_built();
+  info["cuda_version"] = std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10);
+#else
+  info["cuda"] = false;
+  info["cuda_version"] = py::none();
+#endif
+  info["cuda_arch_list"] = std::string(PYCAM_FAST_CUDA_ARCH_LIST);
+  info["compiler"] = compiler();
+  info["cplusplus"] = static_cast<long>(__cplusplus);
+  info["torch_version"] = std::string(PYCAM_FAST_TORCH_VERSION);
+  info["ops"] = py::make_tuple("cam_step", "gradcam_weights", "xgradcam_weights", "gradcampp_weights",
+                               "gradcampp_weights_torchcam", "masked_inputs");
+  return info;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "pycam_fast compiled kernels: the ops live in torch.ops.pycam_fast; this module reports the build.";
+  m.def("build_info", &build_info,
+        "How this extension was built: cuda (bool), cuda_version, cuda_arch_list, compiler, torch_version, ops.");
+}
