@@ -78,8 +78,9 @@ def test_auto_fallback_is_logged_once(small_cnn, caplog):
     from pycam_fast import registry
 
     registry._LOGGED.clear()
-    registry.register_backend("ghost", lambda: (_ for _ in ()).throw(registry.BackendUnavailable("not built")),
-                              ("cpu",), "test backend")
+    registry.register_backend(
+        "ghost", lambda: (_ for _ in ()).throw(registry.BackendUnavailable("not built")), ("cpu",), "test backend"
+    )
     old = registry.AUTO_PREFERENCE["cpu"]
     registry.AUTO_PREFERENCE["cpu"] = ("ghost", *old)
     try:

@@ -21,7 +21,9 @@ CLASSES = [
     methods.ISCAM,
 ]
 KW = {methods.SSCAM: {"num_samples": 2}, methods.ISCAM: {"num_samples": 2}, methods.SmoothGradCAMpp: {"num_samples": 2}}
-CPU_BACKENDS = [n for n, e in pycam_fast.backends().items() if n != "torch" and e["available"] and "cpu" in e["devices"]]
+CPU_BACKENDS = [
+    n for n, e in pycam_fast.backends().items() if n != "torch" and e["available"] and "cpu" in e["devices"]
+]
 
 
 def _maps(cls, model, x, backend, output_size, class_idx):

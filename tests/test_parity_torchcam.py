@@ -120,9 +120,7 @@ def test_fuse_cams_parity():
     cams = [torch.rand(2, 3, 4, dtype=torch.float64), torch.rand(2, 7, 9, dtype=torch.float64)]
     for lib_cls, ref_cls in ((compat.LayerCAM, torchcam_methods.LayerCAM), (compat.GradCAM, torchcam_methods.GradCAM)):
         torch.testing.assert_close(lib_cls.fuse_cams(cams), ref_cls.fuse_cams(cams), atol=TOL, rtol=0)
-        torch.testing.assert_close(
-            lib_cls.fuse_cams(cams, (5, 6)), ref_cls.fuse_cams(cams, (5, 6)), atol=TOL, rtol=0
-        )
+        torch.testing.assert_close(lib_cls.fuse_cams(cams, (5, 6)), ref_cls.fuse_cams(cams, (5, 6)), atol=TOL, rtol=0)
 
 
 def test_auto_layer_resolution_matches():

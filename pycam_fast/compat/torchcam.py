@@ -45,8 +45,9 @@ ISCAM = methods.ISCAM
 class GradCAMpp(methods.GradCAMpp):
     """Grad-CAM++ as TorchCAM 0.5.0 computes it: ``w_k = sum_S(g^2 * relu(g))``."""
 
-    def _get_weights(self, class_idx: ClassIdx | None, scores: Any = None, eps: float = DEFAULT_EPS,
-                     **kwargs: Any) -> list[Tensor]:
+    def _get_weights(
+        self, class_idx: ClassIdx | None, scores: Any = None, eps: float = DEFAULT_EPS, **kwargs: Any
+    ) -> list[Tensor]:
         return [self._ops(g).gradcampp_weights_torchcam(g) for g in self._grads(class_idx, scores, **kwargs)]
 
 
