@@ -5,10 +5,11 @@ from types import ModuleType as _ModuleType
 
 from . import _compiled as _compiled  # registers the "cpp" and "cuda" backends
 from . import kernels as kernels  # registers the "triton" backend
+from .engine import Explainer as Explainer
 from .registry import backends
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "backends", "compat", "methods", "utils"]
+__all__ = ["Explainer", "__version__", "backends", "compat", "methods", "utils"]
 
 
 def __getattr__(name: str) -> _ModuleType:

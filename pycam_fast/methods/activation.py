@@ -8,8 +8,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..engine.scoring import ScorePlan, score_weights
 from ..hooks import LayerSpec, module_name
-from ..targets import ClassIdx, OutputTarget, check_class_range, resolve_targets, select_scores
+from ..targets import ClassIdx, OutputTarget, check_class_range, resolve_targets
 from .core import _CAM, _gaussian
 from .gradient import _check_sampling
 
@@ -85,7 +86,8 @@ class ScoreCAM(_CAM):
     Each channel's activation, min-max normalised and upsampled to the input size, masks the stored input;
     ``w_k = softmax_k(Y^c(M_k * X))`` over the channels (the baseline score of TorchCAM's definition cancels in the
     softmax, so it is not computed), ``L = ReLU(sum_k w_k A_k)``. Masked inputs are built by the backend op
-    ``masked_inputs`` and forwarded in chunks of ``batch_size`` (results do not depend on it).
+    ``masked_inputs`` and forwarded in chunks of ``batch_size`` mixing samples (results do not depend on it);
+    channels whose activation is constant give the all-zero input, forwarded once for the batch (exact).
 
     Args:
         model: the model to explain.
@@ -141,28 +143,9 @@ class ScoreCAM(_CAM):
             return [self._layer_weights(act, class_idx, target_fns) for act in activations]
 
     def _layer_weights(self, act: Tensor, class_idx: ClassIdx | None, targets: list[OutputTarget] | None) -> Tensor:
-        """``(N, C)`` softmax weights of one layer."""
-        num_pairs = act.shape[0] * act.shape[1]
-        passes = self._passes(act)
-        # Scores accumulate in fp32 at least (fp16 models sum up to num_samples passes)
-        acc_dtype = torch.float64 if act.dtype == torch.float64 else torch.float32
-        total = torch.zeros(num_pairs, dtype=acc_dtype, device=act.device)
-        ops = self._ops(act)
-        for extra in passes:
-            noise = extra.get("noise")
-            for start in range(0, num_pairs, self.bs):
-                stop = min(start + self.bs, num_pairs)
-                chunk = ops.masked_inputs(
-                    act,
-                    self._input,
-                    start,
-                    stop,
-                    noise=None if noise is None else noise[start:stop],
-                    scale=extra.get("scale", 1.0),
-                )
-                pairs = torch.arange(start, stop, device=act.device) // act.shape[1]
-                total[start:stop] += select_scores(self.model(chunk), class_idx, targets, pairs).to(total.dtype)
-        return torch.softmax((total / len(passes)).view(act.shape[:2]), dim=-1).to(act.dtype)
+        """``(N, C)`` softmax weights of one layer (constant channels share one forward of the all-zero input)."""
+        plan = ScorePlan(passes=self._passes(act), chunk=self.bs, dedup_constant=True)
+        return score_weights(self.model, self._ops(act), act, self._input, class_idx, targets, plan)
 
     def _extra_repr(self) -> str:
         return f"target_layer={self.target_names}, batch_size={self.bs}"

@@ -1,0 +1,95 @@
+"""A private, inference-optimised copy of a model for the many masked forwards of perturbation methods.
+
+The copy is in eval mode with frozen parameters, conv-batchnorm pairs folded (torch.fx) when the model traces, and
+optionally channels-last; forwards run under ``torch.inference_mode`` and, for ``precision="bf16"|"fp16"``,
+``torch.autocast``. The user's model is never modified.
+"""
+
+from __future__ import annotations
+
+import copy
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .tail import log_once
+
+__all__ = ["PRECISIONS", "FastModel", "check_precision"]
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_precision(precision: str) -> torch.dtype | None:
+    """The autocast dtype of ``precision`` (``None`` for fp32).
+
+    Raises:
+        ValueError: an unknown precision.
+
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"`precision` must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    return PRECISIONS[precision]
+
+
+def _fold_conv_bn(model: nn.Module) -> nn.Module:
+    try:
+        from torch.fx.experimental.optimization import fuse
+
+        return fuse(model, inplace=True)
+    except Exception as exc:
+        log_once(f"pycam_fast: conv-batchnorm folding skipped ({type(exc).__name__}: {exc})")
+        return model
+
+
+class FastModel:
+    """Inference-only private copy of ``model``.
+
+    Args:
+        model: the user's model (copied, never modified).
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast; outputs are returned in fp32).
+        channels_last: convert the copy (and each input) to channels-last memory format (4-D inputs).
+        fold_bn: fold conv-batchnorm pairs.
+
+    """
+
+    def __init__(
+        self, model: nn.Module, precision: str = "fp32", channels_last: bool = False, fold_bn: bool = True
+    ) -> None:
+        self.autocast_dtype = check_precision(precision)
+        private = copy.deepcopy(model).eval()
+        for param in private.parameters():
+            param.requires_grad_(False)
+        if fold_bn:
+            private = _fold_conv_bn(private)
+        if channels_last:
+            private = private.to(memory_format=torch.channels_last)
+        self.module = private
+        self.channels_last = channels_last
+        param = next(iter(private.parameters()), None)
+        self.device = param.device if param is not None else torch.device("cpu")
+
+    def context(self) -> AbstractContextManager[None]:
+        """The context every forward runs in (inference mode, autocast when asked)."""
+        return _forward_context(self.device, self.autocast_dtype)
+
+    def __call__(self, inputs: Tensor) -> Tensor:
+        """Forward ``inputs`` ``(M, *input_shape)``; returns the output in fp32 (or the model's wider dtype)."""
+        if self.channels_last and inputs.ndim == 4:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with self.context():
+            out = self.module(inputs)
+        if isinstance(out, Tensor) and out.dtype in (torch.float16, torch.bfloat16):
+            out = out.float()
+        return out
+
+
+@contextmanager
+def _forward_context(device: torch.device, dtype: torch.dtype | None) -> Any:
+    with ExitStack() as stack:
+        stack.enter_context(torch.inference_mode())
+        if dtype is not None:
+            stack.enter_context(torch.autocast(device.type, dtype=dtype))
+        yield
+
