@@ -65,8 +65,10 @@ class Explainer:
     Gradient methods record an autograd graph for the tail after the target layer only (inference memory), or use
     the closed form ``W[c] / (h * w)`` when the tail is ``global average pool -> flatten -> Linear``. Score-CAM family
     methods forward masked inputs through a private optimised copy (conv-bn folded, optional channels-last and
-    bf16/fp16 autocast) in chunks sized from ``memory_budget``; AblationCAM evaluates the tail only. The user's model
-    is never modified (hooks are removed, modes and grad state restored on every exit).
+    bf16/fp16 autocast) in chunks sized from ``memory_budget``; AblationCAM evaluates the tail only. The explained
+    forward itself runs on a private fp32 copy (conv-bn folded, channels-last if asked). The copies are taken at the
+    first call: build a new Explainer after changing the model's weights. The user's model is never modified (no
+    hooks left, modes, flags and grad state restored on every exit).
 
     Args:
         model: the classifier to explain (``(N, *input_shape) -> (N, K)``).
@@ -77,7 +79,7 @@ class Explainer:
         batch_size: masked/ablated copies per forward (default: from ``memory_budget``).
         memory_budget: bytes for the masked forwards (default: 1 GiB on CPU, half the free memory on CUDA).
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``: autocast of the masked forwards (Score-CAM family).
-        channels_last: channels-last private copy for the masked forwards.
+        channels_last: channels-last private copies (faster convolutions on CPU; 4-D inputs).
         progress: show a tqdm bar over the masked forwards (if tqdm is installed).
         method_kwargs: ``eps`` (Grad-CAM++, XGrad-CAM), ``num_samples``/``std`` (SmoothGradCAMpp, SSCAM, ISCAM),
             ``top_k`` (Score-CAM family: Faster Score-CAM approximation), ``ablation_value`` (AblationCAM).
@@ -131,6 +133,7 @@ class Explainer:
         self._tail: Any = None
         self._head: LinearHead | None = None
         self._fast: FastModel | None = None
+        self._fwd: tuple[FastModel, nn.Module] | None = None
         self.logits: Tensor | None = None
 
     # -- setup -----------------------------------------------------------------------------------------------------
@@ -215,7 +218,7 @@ class Explainer:
         self, target: nn.Module, inputs: Tensor, class_idx: Any, targets: Any
     ) -> tuple[Tensor, Tensor]:
         record = self.method in _GRADIENT and (self._head is None or targets is not None)
-        fwd = tail_forward(self.model, target, inputs, record=record and self.method != "smoothgradcampp")
+        fwd = self._forward(inputs, record=record and self.method != "smoothgradcampp")
         self.logits = fwd.output.detach() if isinstance(fwd.output, Tensor) else fwd.output
         acts = fwd.activation.detach()
         cls = _class_list(class_idx, self.logits) if targets is None else None
@@ -223,7 +226,7 @@ class Explainer:
         if cls is not None and isinstance(self.logits, Tensor):
             check_class_range(cls, self.logits.shape[1])
         if self.method in _GRADIENT:
-            return acts, self._gradient_weights(target, inputs, fwd, acts, cls, fns, record)
+            return acts, self._gradient_weights(inputs, fwd, acts, cls, fns, record)
         if self.method == "cam":
             return acts, self._cam_weights(cls, fns, acts)
         if self.method in _SCORE:
@@ -238,7 +241,7 @@ class Explainer:
             return fwd.grads(select_scores(fwd.output, cls, fns)).detach()
 
     def _gradient_weights(
-        self, target: nn.Module, inputs: Tensor, fwd: Any, acts: Tensor, cls: Any, fns: Any, record: bool
+        self, inputs: Tensor, fwd: Any, acts: Tensor, cls: Any, fns: Any, record: bool
     ) -> Tensor:
         ops = self._ops(acts)
         if self.method != "smoothgradcampp":
@@ -247,7 +250,7 @@ class Explainer:
         for _ in range(self.num_samples):
             if record:
                 noise = _gaussian(inputs.size(), self.std).to(inputs.device, inputs.dtype)
-                fwd = tail_forward(self.model, target, inputs + noise, record=True)
+                fwd = self._forward(inputs + noise, record=True)
             grads = self._grads(fwd, acts, cls, fns, record)
             for power, acc in enumerate(moments, start=1):
                 acc.add_(grads.pow(power))
@@ -261,6 +264,16 @@ class Explainer:
                 "class indices (not targets): pick the last conv block as `target_layer`"
             )
         return self._head.weight.detach()[torch.as_tensor(cls)].to(acts.device)
+
+    def _forward(self, inputs: Tensor, record: bool) -> Any:
+        """The explained forward, on a private fp32 copy (BN folded; channels-last if asked): tail-only graph."""
+        if self._fwd is None:
+            fast = FastModel(self.model, "fp32", self.channels_last)
+            self._fwd = (fast, fast.module.get_submodule(self._target_name))  # type: ignore[arg-type]
+        fast, target = self._fwd
+        if fast.channels_last and inputs.ndim == 4:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        return tail_forward(fast.module, target, inputs, record=record)
 
     def _fast_model(self) -> FastModel:
         if self._fast is None:

@@ -33,14 +33,43 @@ def check_precision(precision: str) -> torch.dtype | None:
     return PRECISIONS[precision]
 
 
-def _fold_conv_bn(model: nn.Module) -> nn.Module:
-    try:
-        from torch.fx.experimental.optimization import fuse
+def _conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
+    """``(conv_name, bn_name)`` pairs where the batchnorm is applied to the conv's output and nothing else reads it."""
+    from torch import fx
 
-        return fuse(model, inplace=True)
+    modules = dict(model.named_modules())
+    pairs = []
+    for node in fx.symbolic_trace(model).graph.nodes:
+        if node.op != "call_module" or not isinstance(modules.get(node.target), nn.modules.batchnorm._BatchNorm):
+            continue
+        source = node.args[0]
+        if (
+            isinstance(source, fx.Node)
+            and source.op == "call_module"
+            and isinstance(modules.get(source.target), (nn.Conv1d, nn.Conv2d, nn.Conv3d))
+            and len(source.users) == 1
+        ):
+            pairs.append((source.target, node.target))
+    return pairs
+
+
+def _fold_conv_bn(model: nn.Module) -> nn.Module:
+    """Fold eval-mode conv -> batchnorm pairs in place, keeping the module tree (hooks by name still work).
+
+    The conv becomes the fused conv and the batchnorm an ``nn.Identity``; a model that does not trace is left as is.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    try:
+        pairs = _conv_bn_pairs(model)
     except Exception as exc:
         log_once(f"pycam_fast: conv-batchnorm folding skipped ({type(exc).__name__}: {exc})")
         return model
+    for conv_name, bn_name in pairs:
+        fused = fuse_conv_bn_eval(model.get_submodule(conv_name), model.get_submodule(bn_name))
+        model.set_submodule(conv_name, fused)
+        model.set_submodule(bn_name, nn.Identity())
+    return model
 
 
 class FastModel:
