@@ -2,7 +2,9 @@
 
 Architecture (input ``(N, 3, 64, 64)``): three conv blocks, the last one at 16x16, then global average pooling
 and one linear layer, i.e. the classic CAM architecture: the class score is a linear function of the spatial mean
-of ``features.block3``'s output, so CAMs of that layer localise the object.
+of ``features.block3``'s output, so CAMs of that layer localise the object. The shipped weights were trained with
+an extra loss term keeping the true class's CAM on the object mask (see :mod:`pycam_fast.demo.train`), so that the
+maps' peaks sit on the object rather than on its outline.
 """
 
 from __future__ import annotations

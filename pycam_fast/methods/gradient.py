@@ -103,14 +103,51 @@ def _requires_grad(scores: Any) -> bool:
     return True  # per-sample outputs for callable targets: autograd reports what is disconnected
 
 
+GRADIENT_FILTERS = (None, "guided", "deconv")
+
+
+def filter_gradients(grads: Tensor, activations: Tensor, gradient_filter: str | None) -> Tensor:
+    """Xplique's positive-gradient variants, applied to the target layer's gradients.
+
+    Args:
+        grads: ``(N, C, *S)`` gradients ``g``.
+        activations: ``(N, C, *S)`` activations ``A``.
+        gradient_filter: ``None`` (``g``), ``"guided"`` (Guided-ReLU: ``g * [g > 0] * [A > 0]``) or ``"deconv"``
+            (Deconv-ReLU: ``relu(g)``).
+
+    Returns:
+        the filtered ``(N, C, *S)`` gradients.
+
+    """
+    if gradient_filter == "deconv":
+        return torch.relu(grads)
+    if gradient_filter == "guided":
+        return torch.where((grads > 0) & (activations > 0), grads, torch.zeros_like(grads))
+    return grads
+
+
 class GradCAM(_GradCAM):
     r"""Grad-CAM ("Grad-CAM: Visual Explanations from Deep Networks", Selvaraju et al. 2017).
 
-    ``w_k = mean_{i,j} dY/dA_k(i, j)``, ``L = ReLU(sum_k w_k A_k)``.
+    ``w_k = mean_{i,j} dY/dA_k(i, j)``, ``L = ReLU(sum_k w_k A_k)``. ``gradient_filter`` selects Xplique's
+    positive-gradient weights (see :func:`filter_gradients`): ``"guided"`` or ``"deconv"``.
+
+    Raises:
+        ValueError: an unknown ``gradient_filter``.
+
     """
 
+    def __init__(self, *args: Any, gradient_filter: str | None = None, **kwargs: Any) -> None:
+        if gradient_filter not in GRADIENT_FILTERS:
+            raise ValueError(f"`gradient_filter` must be one of {GRADIENT_FILTERS}, got {gradient_filter!r}")
+        super().__init__(*args, **kwargs)
+        self.gradient_filter = gradient_filter
+
     def _get_weights(self, class_idx: ClassIdx | None, scores: Any = None, **kwargs: Any) -> list[Tensor]:
-        return [self._ops(g).gradcam_weights(g) for g in self._grads(class_idx, scores, **kwargs)]
+        grads = self._grads(class_idx, scores, **kwargs)
+        if self.gradient_filter is not None:
+            grads = [filter_gradients(g, a, self.gradient_filter) for g, a in zip(grads, self.hook_a, strict=True)]
+        return [self._ops(g).gradcam_weights(g) for g in grads]
 
 
 class GradCAMpp(_GradCAM):

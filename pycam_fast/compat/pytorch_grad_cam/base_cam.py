@@ -1,0 +1,244 @@
+"""The pytorch-grad-cam 1.5.7 calling convention on top of :mod:`pycam_fast.methods` extractors.
+
+``cam(input_tensor, targets=None, aug_smooth=False, eigen_smooth=False)`` runs one forward (with gradients only
+for gradient methods), computes each layer's map with the extractor's weights, and reproduces
+pytorch-grad-cam's output pipeline on the device:
+
+per layer ``sum_c(w * A)`` (or the first-principal-component projection of ``w * A`` with ``eigen_smooth``) ->
+ReLU -> per-image ``(x - min) / (1e-7 + max)`` -> bilinear resize to the input (``align_corners=False``, what
+``cv2.resize`` INTER_LINEAR computes); layers are then stacked, ReLU'd, averaged and min-max normalised again.
+The only host copy is the final ``numpy()`` (and, with ``eigen_smooth`` / Eigen methods, one batched copy for
+NumPy's singular-vector sign). Gradients are taken with ``torch.autograd.grad`` w.r.t. the hooked outputs only:
+parameter ``.grad`` is untouched and only the tail after the target layers is back-propagated.
+
+Deliberate differences: the model's training flags are restored after each call (pytorch-grad-cam leaves the
+model in eval mode); ``targets`` must hold one target per sample (pytorch-grad-cam silently explains only the first
+``len(targets)`` samples); 3-D inputs are resized trilinearly (pytorch-grad-cam uses ``scipy.ndimage.zoom``, whose
+values differ); a target layer called several times in one forward uses its LAST call's output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ...hooks import model_eval
+from ...methods.core import _CAM
+from ...methods.eigen import principal_projection
+from ...reference import minmax_normalize, upsample
+from ...targets import OutputTarget
+
+__all__ = ["EPS", "BaseCAM"]
+
+#: pytorch-grad-cam's normalisation epsilon: ``(x - min) / (1e-7 + max(x - min))``.
+EPS = 1e-7
+
+#: ttach's default test-time augmentations in pytorch-grad-cam (Compose product order): (hflip, factor).
+_TTA: tuple[tuple[bool, float], ...] = tuple((flip, f) for flip in (False, True) for f in (0.9, 1.0, 1.1))
+
+
+class BaseCAM:
+    """pytorch-grad-cam ``BaseCAM`` API: ``Method(model, target_layers, reshape_transform=None)``.
+
+    Subclasses set :attr:`extractor_cls` (a :mod:`pycam_fast.methods` class) and, if needed, extra keyword
+    arguments for its weights.
+
+    Args:
+        model: the model to explain (its training flags are restored after each call).
+        target_layers: a non-empty list of submodules of ``model``.
+        reshape_transform: applied to the hooked activations and gradients (e.g.
+            :func:`~pycam_fast.compat.pytorch_grad_cam.utils.reshape_transforms.vit_reshape_transform`).
+
+    Raises:
+        TypeError: ``target_layers`` is not a list of modules, or a non-callable ``reshape_transform``.
+        ValueError: a layer that is not part of ``model``.
+
+    """
+
+    extractor_cls: ClassVar[type[_CAM]]
+    #: whether the method back-propagates (forward with gradients) or not (forward under ``no_grad``)
+    uses_gradients: ClassVar[bool] = True
+    #: whether ``eigen_smooth`` replaces the channel sum (EigenCAM, EigenGradCAM and FEM ignore it)
+    supports_eigen_smooth: ClassVar[bool] = True
+    #: keyword arguments of the extractor's weight computation (e.g. pytorch-grad-cam's epsilons)
+    weight_kwargs: ClassVar[dict[str, Any]] = {}
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layers: Sequence[nn.Module],
+        reshape_transform: Callable[[Tensor], Tensor] | None = None,
+        **extractor_kwargs: Any,
+    ) -> None:
+        if not isinstance(target_layers, (list, tuple)) or not target_layers:
+            raise TypeError("`target_layers` must be a non-empty list of modules, e.g. [model.layer4[-1]]")
+        if any(not isinstance(layer, nn.Module) for layer in target_layers):
+            raise TypeError("`target_layers` must contain nn.Module objects (submodules of `model`), not names")
+        self.model = model
+        self.target_layers = list(target_layers)
+        self.reshape_transform = reshape_transform
+        self.outputs: Any = None
+        self._extractor = self.extractor_cls(
+            model, self.target_layers, enable_hooks=False, reshape_transform=reshape_transform, **extractor_kwargs
+        )
+
+    # -- call ------------------------------------------------------------------------------------------------------
+    def __call__(
+        self,
+        input_tensor: Tensor,
+        targets: Sequence[OutputTarget] | None = None,
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
+    ) -> np.ndarray:
+        """Compute the CAMs of a batch.
+
+        Args:
+            input_tensor: ``(N, C, H, W)`` batch (moved to the model's device).
+            targets: one callable per sample mapping that sample's output to a scalar (e.g.
+                ``ClassifierOutputTarget(281)``), or ``None`` for each sample's highest-scoring class.
+            aug_smooth: average over horizontal flips x brightness factors (0.9, 1, 1.1), as pytorch-grad-cam.
+            eigen_smooth: use the first principal component of ``w * A`` instead of the channel sum.
+
+        Returns:
+            ``(N, H, W)`` float32 maps in [0, 1].
+
+        Raises:
+            TypeError: ``input_tensor`` is not a tensor, or ``targets`` is not a list of callables.
+            ValueError: a bad input rank, ``len(targets) != N``, or ``targets=None`` with a non-classifier output.
+
+        """
+        x = self._check_input(input_tensor)
+        target_fns = self._check_targets(targets, x.shape[0])
+        if aug_smooth:
+            cams = self._augmentation_smoothing(x, target_fns, eigen_smooth)
+        else:
+            cams = self.forward(x, target_fns, eigen_smooth)
+        return cams.detach().float().cpu().numpy()
+
+    def forward(self, x: Tensor, targets: list[OutputTarget] | None, eigen_smooth: bool = False) -> Tensor:
+        """One forward and the aggregated maps ``(N, H, W)`` on the device (no host copy)."""
+        with model_eval(self.model), self._recording():
+            self.outputs = outputs = self._model_forward(x)
+            class_idx = _argmax_classes(outputs) if targets is None else None
+            maps = self._layer_maps(class_idx, outputs, targets, eigen_smooth)
+        with torch.no_grad():
+            return self.aggregate_multi_layers([upsample(m, x.shape[2:]) for m in maps])
+
+    def _model_forward(self, x: Tensor) -> Any:
+        if not self.uses_gradients:
+            with torch.no_grad():
+                return self.model(x)
+        with torch.enable_grad():
+            # a leaf that requires grad keeps the hooked outputs differentiable even with frozen parameters;
+            # autograd.grad w.r.t. the hooked outputs still only walks the tail
+            return self.model(x.detach().requires_grad_(True))
+
+    def _layer_maps(
+        self, class_idx: list[int] | None, outputs: Any, targets: list[OutputTarget] | None, eigen_smooth: bool
+    ) -> list[Tensor]:
+        """Per-layer normalised maps ``(N, h_l, w_l)`` at feature resolution."""
+        ext = self._extractor
+        with torch.enable_grad():  # the target scores must be differentiable even under a caller's no_grad()
+            weights = ext._get_weights(class_idx, outputs, targets=targets, **self.weight_kwargs)
+        activations = ext._cam_activations()
+        with torch.no_grad():
+            return [self._layer_map(w.to(a.dtype), a, eigen_smooth) for w, a in zip(weights, activations, strict=True)]
+
+    def _layer_map(self, weights: Tensor, activations: Tensor, eigen_smooth: bool) -> Tensor:
+        ops = self._extractor._ops(activations)
+        if eigen_smooth and self.supports_eigen_smooth:
+            weighted = weights[(...,) + (None,) * (activations.ndim - weights.ndim)] * activations
+            projection = principal_projection(weighted, sign="numpy").unsqueeze(1)
+            return ops.cam_step(projection.new_ones(1, 1), projection, relu=True, normalize=True, eps=EPS)
+        return ops.cam_step(weights, activations, relu=True, normalize=True, eps=EPS)
+
+    @staticmethod
+    def aggregate_multi_layers(cams: list[Tensor]) -> Tensor:
+        """Stack ``(N, H, W)`` maps, ReLU, mean over layers, min-max normalise: ``(N, H, W)``."""
+        stacked = torch.relu(torch.stack(cams, dim=1))
+        return minmax_normalize(stacked.mean(dim=1), EPS)
+
+    def _augmentation_smoothing(self, x: Tensor, targets: list[OutputTarget] | None, eigen_smooth: bool) -> Tensor:
+        total = None
+        for flip, factor in _TTA:
+            augmented = x * factor if factor != 1.0 else x
+            augmented = augmented.flip(-1) if flip else augmented
+            cam = self.forward(augmented, targets, eigen_smooth)
+            cam = cam.flip(-1) if flip else cam
+            total = cam if total is None else total + cam
+        return total / len(_TTA)
+
+    # -- checks and state ------------------------------------------------------------------------------------------
+    def _check_input(self, input_tensor: Tensor) -> Tensor:
+        if not isinstance(input_tensor, Tensor):
+            raise TypeError(f"`input_tensor` must be a torch.Tensor (N, C, H, W), got {type(input_tensor).__name__}")
+        if input_tensor.ndim not in (4, 5):
+            raise ValueError(
+                f"`input_tensor` must be a batch (N, C, H, W) or (N, C, D, H, W); got shape {tuple(input_tensor.shape)}"
+                " (add the batch dim with .unsqueeze(0))"
+            )
+        param = next(iter(self.model.parameters()), None)
+        return input_tensor if param is None else input_tensor.to(param.device)
+
+    @staticmethod
+    def _check_targets(targets: Sequence[OutputTarget] | None, batch: int) -> list[OutputTarget] | None:
+        if targets is None:
+            return None
+        if not isinstance(targets, (list, tuple)) or any(not callable(t) for t in targets):
+            raise TypeError("`targets` must be a list of callables, e.g. [ClassifierOutputTarget(281)], or None")
+        if len(targets) != batch:
+            raise ValueError(
+                f"`targets` needs one target per sample: got {len(targets)} for a batch of {batch} "
+                "(e.g. [ClassifierOutputTarget(c)] * batch)"
+            )
+        return list(targets)
+
+    @contextmanager
+    def _recording(self) -> Iterator[None]:
+        self._extractor.enable_hooks()
+        try:
+            yield
+        finally:
+            self._extractor.disable_hooks()
+            self._extractor.reset_hooks()
+
+    @property
+    def activations_and_grads(self) -> Self:
+        """pytorch-grad-cam's hook holder; here the CAM itself (``.release()`` removes the hooks)."""
+        return self
+
+    def release(self) -> None:
+        """Remove the hooks from the model (idempotent)."""
+        self._extractor.remove_hooks()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        extractor = getattr(self, "_extractor", None)
+        if extractor is not None:
+            extractor.remove_hooks()
+
+
+def _argmax_classes(outputs: Any) -> list[int]:
+    if not isinstance(outputs, Tensor) or outputs.ndim != 2:
+        shape = tuple(outputs.shape) if isinstance(outputs, Tensor) else type(outputs).__name__
+        raise ValueError(
+            f"targets=None explains each sample's top class of an (N, K) output, but the model returned {shape}: "
+            "pass `targets`, e.g. [SemanticSegmentationTarget(c, mask)] * N"
+        )
+    return outputs.argmax(dim=-1).tolist()

@@ -1,0 +1,169 @@
+"""Eigen-CAM (Muhammad & Yeasin 2020) and Eigen-Grad-CAM: the first principal component of the features.
+
+Per image, the ``(N, C, *S)`` features become a ``(P, C)`` matrix (``P = prod(S)``, NaN set to 0), centred per
+channel; the map is its projection on the first right-singular vector, found as the top eigenvector of the
+smaller Gram matrix with one batched float64 ``torch.linalg.eigh`` on the features' device (far cheaper than an SVD
+of the wide ``(P, C)`` matrix).
+
+Sign: singular vectors are defined up to sign. With ``sign="max"`` (default) a map is flipped when
+``|min| > |max|`` (pytorch-grad-cam's Seg-Eigen-CAM correction), so the salient side is positive whatever the
+LAPACK. ``sign="numpy"`` reproduces pytorch-grad-cam's ``get_2d_projection`` exactly (NumPy's LAPACK sign, one
+batched CPU copy per layer): the pytorch-grad-cam compatibility layer uses it.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..hooks import LayerSpec
+from ..targets import ClassIdx, OutputTarget
+from .core import _CAM
+from .gradient import _GradCAM
+from .gradient_variants import PrecomputedMaps
+
+__all__ = ["EigenCAM", "EigenGradCAM", "SIGN_CONVENTIONS", "principal_projection"]
+
+SIGN_CONVENTIONS = ("max", "numpy", "none")
+
+
+def _centred_matrix(features: Tensor) -> Tensor:
+    """``(N, C, *S) -> (N, P, C)``, NaN -> 0, each channel centred over the ``P`` positions."""
+    matrix = torch.nan_to_num(features.flatten(2), nan=0.0).transpose(1, 2)
+    return matrix - matrix.mean(dim=1, keepdim=True)
+
+
+def _numpy_top_right_vector(matrix: Tensor) -> Tensor:
+    """``(N, P, C) -> (N, C)``: NumPy's first right-singular vectors, sign included (pytorch-grad-cam's)."""
+    # the thin SVD has the same sign as the full one pytorch-grad-cam computes
+    with _single_blas_thread():
+        vh = np.linalg.svd(matrix.detach().cpu().numpy(), full_matrices=False)[2]
+    return torch.from_numpy(np.ascontiguousarray(vh[:, 0])).to(matrix.device, matrix.dtype)
+
+
+def _single_blas_thread() -> AbstractContextManager[object]:
+    """Limit NumPy's BLAS to one thread (its pool fights torch's OpenMP threads on small matrices)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - optional
+        return nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _top_right_vector(matrix: Tensor) -> Tensor:
+    """``(N, P, C) -> (N, C)`` first right-singular vectors (sign: the eigensolver's), from the smaller Gram matrix.
+
+    The top eigenvector of ``M M^T`` (``P <= C``) or ``M^T M`` is found by a batched ``eigh`` in float64, so the
+    squared condition number costs no accuracy for fp32 features.
+    """
+    work = matrix.double()
+    if work.shape[1] <= work.shape[2]:
+        left = torch.linalg.eigh(work @ work.transpose(1, 2)).eigenvectors[..., -1]  # (N, P)
+        vector = (work.transpose(1, 2) @ left.unsqueeze(-1)).squeeze(-1)
+        vector = vector / vector.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(work.dtype).tiny)
+    else:
+        vector = torch.linalg.eigh(work.transpose(1, 2) @ work).eigenvectors[..., -1]
+    return vector.to(matrix.dtype)
+
+
+def principal_projection(features: Tensor, sign: str = "max") -> Tensor:
+    """Projection of each image's centred ``(P, C)`` feature matrix on its first principal direction.
+
+    Args:
+        features: ``(N, C, *S)``.
+        sign: ``"max"`` (flip a map when ``|min| > |max|``), ``"numpy"`` (NumPy's SVD and its sign, as
+            pytorch-grad-cam) or ``"none"`` (the eigensolver's arbitrary sign).
+
+    Returns:
+        ``(N, *S)`` projections, in the features' dtype and device.
+
+    Raises:
+        ValueError: an unknown ``sign``.
+
+    """
+    if sign not in SIGN_CONVENTIONS:
+        raise ValueError(f"`sign` must be one of {SIGN_CONVENTIONS}, got {sign!r}")
+    matrix = _centred_matrix(features)
+    vector = _numpy_top_right_vector(matrix) if sign == "numpy" else _top_right_vector(matrix)
+    projection = (matrix @ vector.unsqueeze(-1)).squeeze(-1)
+    if sign == "max":
+        flip = projection.amin(-1).abs() > projection.amax(-1).abs()
+        projection = torch.where(flip.unsqueeze(-1), -projection, projection)
+    return projection.view(features.shape[0], *features.shape[2:])
+
+
+def _check_sign(sign: str) -> str:
+    if sign not in SIGN_CONVENTIONS:
+        raise ValueError(f"`sign` must be one of {SIGN_CONVENTIONS}, got {sign!r}")
+    return sign
+
+
+class _EigenMaps(PrecomputedMaps):
+    """Shared Eigen logic: the map of a layer is the principal projection of :meth:`_features`.
+
+    Args:
+        model: the model to explain.
+        target_layer: a module, its dotted name, a list of those, or ``None`` (automatic).
+        sign: sign convention of the singular vector (see :func:`principal_projection`).
+        input_shape: one sample's input shape, used by the automatic layer resolution.
+        kwargs: ``enable_hooks``, ``reshape_transform``, ``backend``.
+
+    Raises:
+        ValueError: an unknown ``sign``.
+
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layer: LayerSpec = None,
+        sign: str = "max",
+        input_shape: tuple[int, ...] = (3, 224, 224),
+        **kwargs: Any,
+    ) -> None:
+        self.sign = _check_sign(sign)
+        super().__init__(model, target_layer, input_shape, **kwargs)
+        self._relu = True
+
+    def _features(self, class_idx: ClassIdx | None, scores: Any, **kwargs: Any) -> list[Tensor]:
+        """``(N, C, *S)`` features to project, one per layer."""
+        raise NotImplementedError
+
+    def _get_weights(self, class_idx: ClassIdx | None, scores: Any = None, **kwargs: Any) -> list[Tensor]:
+        features = self._features(class_idx, scores, **kwargs)
+        with torch.no_grad():
+            return self._store_maps([principal_projection(f, self.sign).unsqueeze(1) for f in features])
+
+    def _extra_repr(self) -> str:
+        return f"target_layer={self.target_names}, sign={self.sign!r}"
+
+
+class EigenGradCAM(_EigenMaps, _GradCAM):
+    r"""Eigen-Grad-CAM (pytorch-grad-cam): ``L = ReLU(first principal component projection of g * A)``.
+
+    Takes ``sign`` (see :func:`principal_projection`) besides :class:`_GradCAM`'s arguments.
+    """
+
+    def _features(self, class_idx: ClassIdx | None, scores: Any, **kwargs: Any) -> list[Tensor]:
+        grads = self._grads(class_idx, scores, **kwargs)
+        return [g * a for g, a in zip(grads, self.hook_a, strict=True)]
+
+
+class EigenCAM(_EigenMaps, _CAM):
+    r"""Eigen-CAM ("Eigen-CAM: Class Activation Map using Principal Components", Muhammad & Yeasin 2020).
+
+    ``L = ReLU(first principal component projection of A)``: gradient-free and class-agnostic (``class_idx`` /
+    ``targets`` are accepted and ignored; no scores are needed). Takes ``sign`` (see :func:`principal_projection`).
+    """
+
+    def _precheck(
+        self, class_idx: ClassIdx | None, scores: Any = None, targets: OutputTarget | list[OutputTarget] | None = None
+    ) -> None:
+        self._check_activations()
+
+    def _features(self, class_idx: ClassIdx | None, scores: Any, **kwargs: Any) -> list[Tensor]:
+        return self._check_activations()
