@@ -10,10 +10,22 @@
 #include <array>
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <type_traits>
 #include <vector>
 
 namespace pycam_fast {
+
+// Numbers and shapes in error messages are formatted with std::to_string, not iostreams: on one deployment
+// (torch 2.11 + gcc 13, the H100 image) an extension raising a message with an ostream-formatted integer crashed
+// (SIGSEGV) instead of raising, while messages of strings only raised fine.
+inline std::string num(int64_t v) { return std::to_string(v); }
+
+inline std::string shape(c10::IntArrayRef s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
 
 // 1-, 2- and 3-D spatial shapes are all handled as (D, H, W): missing leading dims are size 1, and a size-1 dim
 // resized to size 1 is an identity tap, so one code path covers linear, bilinear and trilinear.
@@ -25,11 +37,11 @@ struct Spatial3 {
 };
 
 inline Spatial3 to_spatial3(c10::IntArrayRef s) {
-  TORCH_CHECK(s.size() >= 1 && s.size() <= 3, "pycam_fast: CAMs need 1, 2 or 3 spatial dims, got ", s.size());
+  TORCH_CHECK(s.size() >= 1 && s.size() <= 3, "pycam_fast: CAMs need 1, 2 or 3 spatial dims, got ", num(s.size()));
   Spatial3 out;
   int64_t* dims[3] = {&out.d, &out.h, &out.w};
   for (size_t i = 0; i < s.size(); ++i) {
-    TORCH_CHECK(s[i] > 0, "pycam_fast: spatial sizes must be positive, got ", s);
+    TORCH_CHECK(s[i] > 0, "pycam_fast: spatial sizes must be positive, got ", shape(s));
     *dims[3 - s.size() + i] = s[i];
   }
   return out;
@@ -70,7 +82,7 @@ inline CamStepGeometry cam_step_geometry(const at::Tensor& weights, const at::Te
               weights.scalar_type(), " and ", activations.scalar_type());
   check_same_device(weights, activations, "weights", "activations");
   TORCH_CHECK(activations.dim() >= 3 && activations.dim() <= 5,
-              "pycam_fast::cam_step: activations must be (N, C, *S) with 1-3 spatial dims, got ", activations.sizes());
+              "pycam_fast::cam_step: activations must be (N, C, *S) with 1-3 spatial dims, got ", shape(activations.sizes()));
   CamStepGeometry g;
   g.n = activations.size(0);
   g.c = activations.size(1);
@@ -78,19 +90,19 @@ inline CamStepGeometry cam_step_geometry(const at::Tensor& weights, const at::Te
   g.in = to_spatial3(spatial);
   if (weights.dim() == 2) {
     TORCH_CHECK((weights.size(0) == g.n || weights.size(0) == 1) && weights.size(1) == g.c,
-                "pycam_fast::cam_step: weights must be (N, C) or (1, C) for activations ", activations.sizes(),
-                ", got ", weights.sizes());
+                "pycam_fast::cam_step: weights must be (N, C) or (1, C) for activations ", shape(activations.sizes()),
+                ", got ", shape(weights.sizes()));
     g.weight_batch_stride = weights.size(0) == 1 ? 0 : g.c;
   } else {
     TORCH_CHECK(weights.sizes() == activations.sizes(),
-                "pycam_fast::cam_step: full-shape weights must match activations ", activations.sizes(), ", got ",
-                weights.sizes());
+                "pycam_fast::cam_step: full-shape weights must match activations ", shape(activations.sizes()), ", got ",
+                shape(weights.sizes()));
     g.full_weights = true;
   }
   g.out_sizes = {g.n};
   if (output_size.has_value()) {
-    TORCH_CHECK(output_size->size() == spatial.size(), "pycam_fast::cam_step: output_size ", *output_size,
-                " must have ", spatial.size(), " dims");
+    TORCH_CHECK(output_size->size() == spatial.size(), "pycam_fast::cam_step: output_size ", shape(*output_size),
+                " must have ", num(spatial.size()), " dims");
     g.out = to_spatial3(*output_size);
     g.out_sizes.insert(g.out_sizes.end(), output_size->begin(), output_size->end());
   } else {
@@ -103,11 +115,11 @@ inline CamStepGeometry cam_step_geometry(const at::Tensor& weights, const at::Te
 // Validated (grads, activations) pair of a weights op; activations may be undefined (GradCAM, TorchCAM++).
 inline void check_weights_args(const at::Tensor& grads, const at::Tensor* activations, const char* op) {
   check_float(grads, "grads");
-  TORCH_CHECK(grads.dim() >= 3, "pycam_fast::", op, ": grads must be (N, C, *S), got ", grads.sizes());
+  TORCH_CHECK(grads.dim() >= 3, "pycam_fast::", op, ": grads must be (N, C, *S), got ", shape(grads.sizes()));
   if (activations != nullptr) {
     check_float(*activations, "activations");
-    TORCH_CHECK(activations->sizes() == grads.sizes(), "pycam_fast::", op, ": activations ", activations->sizes(),
-                " must match grads ", grads.sizes());
+    TORCH_CHECK(activations->sizes() == grads.sizes(), "pycam_fast::", op, ": activations ", shape(activations->sizes()),
+                " must match grads ", shape(grads.sizes()));
     TORCH_CHECK(activations->scalar_type() == grads.scalar_type(), "pycam_fast::", op,
                 ": grads and activations must share a dtype (the Python wrapper promotes)");
     check_same_device(grads, *activations, "grads", "activations");
@@ -138,17 +150,17 @@ inline MaskedGeometry masked_geometry(const at::Tensor& activations, const at::T
   check_same_device(activations, inputs, "activations", "inputs");
   TORCH_CHECK(activations.dim() >= 3 && activations.dim() <= 5,
               "pycam_fast::masked_inputs: activations must be (N, C, *S) with 1-3 spatial dims, got ",
-              activations.sizes());
-  TORCH_CHECK(inputs.dim() == activations.dim(), "pycam_fast::masked_inputs: inputs ", inputs.sizes(),
-              " must have the spatial rank of activations ", activations.sizes());
+              shape(activations.sizes()));
+  TORCH_CHECK(inputs.dim() == activations.dim(), "pycam_fast::masked_inputs: inputs ", shape(inputs.sizes()),
+              " must have the spatial rank of activations ", shape(activations.sizes()));
   MaskedGeometry g;
   g.n = activations.size(0);
   g.c = activations.size(1);
   TORCH_CHECK(0 <= start && start <= stop && stop <= g.n * g.c, "pycam_fast::masked_inputs: need 0 <= start (",
-              start, ") <= stop (", stop, ") <= N * C (", g.n * g.c, ")");
+              num(start), ") <= stop (", num(stop), ") <= N * C (", num(g.n * g.c), ")");
   g.pairs = stop - start;
   TORCH_CHECK(inputs.size(0) == 1 || inputs.size(0) == g.n, "pycam_fast::masked_inputs: inputs batch ",
-              inputs.size(0), " must be 1 or N = ", g.n);
+              num(inputs.size(0)), " must be 1 or N = ", num(g.n));
   g.shared_input = inputs.size(0) == 1;
   g.cin = inputs.size(1);
   g.feat = to_spatial3(activations.sizes().slice(2));
@@ -160,7 +172,7 @@ inline MaskedGeometry masked_geometry(const at::Tensor& activations, const at::T
     std::vector<int64_t> expect = {g.pairs};
     expect.insert(expect.end(), s_in.begin(), s_in.end());
     TORCH_CHECK(noise->sizes() == c10::IntArrayRef(expect), "pycam_fast::masked_inputs: noise must be ",
-                c10::IntArrayRef(expect), ", got ", noise->sizes());
+                shape(expect), ", got ", shape(noise->sizes()));
     TORCH_CHECK(noise->scalar_type() == inputs.scalar_type(),
                 "pycam_fast::masked_inputs: noise must have the inputs' dtype (the Python wrapper casts)");
     check_same_device(noise.value(), inputs, "noise", "inputs");
