@@ -58,16 +58,17 @@ def _gradient_rows(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> lis
             out = model(x)
             cam(out.argmax(1).tolist(), out)
 
-    engine = {m: Explainer(model, m, "layer4") for m in ("gradcam", "gradcampp", "layercam")}
-    engine_l3 = Explainer(model, "gradcam", "layer3")
+    # channels_last: the engine's private copy in NHWC, the recommended CPU setting (same numbers to rounding)
+    engine = {m: Explainer(model, m, "layer4", channels_last=True) for m in ("gradcam", "gradcampp", "layercam")}
+    engine_l3 = Explainer(model, "gradcam", "layer3", channels_last=True)
     n = x.shape[0]
     rows = [("no-grad forward", _timed(nograd, repeats), f"{n} img")]
     rows.append(("TorchCAM GradCAM", _timed(torchcam, repeats), f"{n} img"))
     rows.append(("pytorch-grad-cam GradCAM", _timed(pgc, 1), f"{n} img"))
     rows.append(("pycam_fast GradCAM (drop-in)", _timed(drop_in, repeats), f"{n} img"))
     for name, exp in engine.items():
-        rows.append((f"engine {name} (layer4, closed form)", _timed(lambda e=exp: e(x), repeats), f"{n} img"))
-    rows.append(("engine gradcam (layer3, tail autograd)", _timed(lambda: engine_l3(x), repeats), f"{n} img"))
+        rows.append((f"engine {name} (layer4, closed form, cl)", _timed(lambda e=exp: e(x), repeats), f"{n} img"))
+    rows.append(("engine gradcam (layer3, tail autograd, cl)", _timed(lambda: engine_l3(x), repeats), f"{n} img"))
     return rows
 
 

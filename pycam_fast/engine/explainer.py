@@ -65,9 +65,10 @@ class Explainer:
     Gradient methods record an autograd graph for the tail after the target layer only (inference memory), or use
     the closed form ``W[c] / (h * w)`` when the tail is ``global average pool -> flatten -> Linear``. Score-CAM family
     methods forward masked inputs through a private optimised copy (conv-bn folded, optional channels-last and
-    bf16/fp16 autocast) in chunks sized from ``memory_budget``; AblationCAM evaluates the tail only. The explained
-    forward itself runs on a private fp32 copy (conv-bn folded, channels-last if asked). The copies are taken at the
-    first call: build a new Explainer after changing the model's weights. The user's model is never modified (no
+    bf16/fp16 autocast) in chunks sized from ``memory_budget``; AblationCAM evaluates the tail only. With
+    ``channels_last=True`` the explained forward also runs on a private fp32 copy (conv-bn folded, channels-last;
+    faster on CPU, one extra copy of the parameters). Private copies are taken at the first call: build a new
+    Explainer after changing the model's weights. The user's model is never modified (no
     hooks left, modes, flags and grad state restored on every exit).
 
     Args:
@@ -266,12 +267,18 @@ class Explainer:
         return self._head.weight.detach()[torch.as_tensor(cls)].to(acts.device)
 
     def _forward(self, inputs: Tensor, record: bool) -> Any:
-        """The explained forward, on a private fp32 copy (BN folded; channels-last if asked): tail-only graph."""
+        """The explained forward (tail-only graph when ``record``).
+
+        With ``channels_last`` it runs on a private fp32 copy (BN folded, channels-last): faster on CPU, at the cost
+        of one copy of the parameters; otherwise on the user's model itself (peak memory of an inference forward).
+        """
+        if not self.channels_last:
+            return tail_forward(self.model, self.model.get_submodule(self._target_name), inputs, record=record)
         if self._fwd is None:
-            fast = FastModel(self.model, "fp32", self.channels_last)
+            fast = FastModel(self.model, "fp32", channels_last=True)
             self._fwd = (fast, fast.module.get_submodule(self._target_name))  # type: ignore[arg-type]
         fast, target = self._fwd
-        if fast.channels_last and inputs.ndim == 4:
+        if inputs.ndim == 4:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         return tail_forward(fast.module, target, inputs, record=record)
 
