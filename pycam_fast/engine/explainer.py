@@ -16,7 +16,7 @@ from ..methods.ablation import (
     check_ablation_value,
     replaced_output_evaluator,
 )
-from ..methods.activation import _NoiseDraw
+from ..methods.activation import iscam_passes, sscam_passes
 from ..methods.core import _gaussian
 from ..methods.gradient import _check_sampling
 from ..reference import DEFAULT_EPS
@@ -298,11 +298,9 @@ class Explainer:
         fast = self._fast_model()
         passes: list[dict[str, Any]] = [{}]
         if self.method == "iscam":
-            coeffs = torch.arange(1, self.num_samples + 1).cumsum(0) / self.num_samples
-            passes = [{"scale": float(c)} for c in coeffs]
+            passes = iscam_passes(self.num_samples)
         elif self.method == "sscam":
-            shape = (acts.shape[0] * acts.shape[1], *inputs.shape[2:])
-            passes = [{"noise": _NoiseDraw(shape, self.std, inputs.device)} for _ in range(self.num_samples)]
+            passes = sscam_passes(acts, inputs, self.num_samples, self.std)
         plan = ScorePlan(
             passes=passes,
             chunk=self._chunk(fast, inputs),

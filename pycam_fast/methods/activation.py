@@ -184,11 +184,36 @@ class SSCAM(ScoreCAM):
         self.std = std
 
     def _passes(self, activation: Tensor) -> list[dict[str, Any]]:
-        shape = (activation.shape[0] * activation.shape[1], *self._input.shape[2:])
-        return [{"noise": _NoiseDraw(shape, self.std, activation.device)} for _ in range(self.num_samples)]
+        return sscam_passes(activation, self._input, self.num_samples, self.std)
 
     def _extra_repr(self) -> str:
         return f"target_layer={self.target_names}, batch_size={self.bs}, num_samples={self.num_samples}, std={self.std}"
+
+
+def sscam_passes(activation: Tensor, inputs: Tensor, num_samples: int, std: float) -> list[dict[str, Any]]:
+    """SS-CAM's passes: one lazily drawn ``(N * C, *S_in)`` mask-noise tensor each (TorchCAM's draw order).
+
+    Args:
+        activation: ``(N, C, *S)`` target-layer activations.
+        inputs: ``(N, Cin, *S_in)`` stored input.
+        num_samples: number of noise draws.
+        std: standard deviation of the noise.
+
+    Returns:
+        ``num_samples`` pass descriptions ``{"noise": ...}``.
+
+    """
+    shape = (activation.shape[0] * activation.shape[1], *inputs.shape[2:])
+    return [{"noise": _NoiseDraw(shape, std, activation.device)} for _ in range(num_samples)]
+
+
+def iscam_passes(num_samples: int) -> list[dict[str, Any]]:
+    """IS-CAM's passes: input scales ``c_i = sum_{j <= i} j / N``, accumulated in Python floats as TorchCAM does."""
+    coeff, passes = 0.0, []
+    for step in range(num_samples):
+        coeff += (step + 1) / num_samples
+        passes.append({"scale": coeff})
+    return passes
 
 
 class _NoiseDraw:
@@ -234,11 +259,7 @@ class ISCAM(ScoreCAM):
         self.num_samples = num_samples
 
     def _passes(self, activation: Tensor) -> list[dict[str, Any]]:
-        coeff, passes = 0.0, []
-        for step in range(self.num_samples):
-            coeff += (step + 1) / self.num_samples
-            passes.append({"scale": coeff})
-        return passes
+        return iscam_passes(self.num_samples)
 
     def _extra_repr(self) -> str:
         return f"target_layer={self.target_names}, batch_size={self.bs}, num_samples={self.num_samples}"
