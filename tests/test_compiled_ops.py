@@ -97,6 +97,32 @@ def test_cam_step_large_upsample() -> None:
     _close(ops.cam_step(w, a, output_size=(224, 224)), ref.cam_step(w, a, output_size=(224, 224)), torch.float32)
 
 
+@pytest.mark.parametrize(
+    ("spatial", "out"),
+    [
+        ((7, 7), (224, 224)),  # 14 x 14 candidates of 224 x 224
+        ((9, 13), (4, 5)),  # downsampling: every output coordinate is a candidate
+        ((7, 7), (7, 3)),  # identity along H, downsampling along W
+        ((3, 8), (31, 8)),
+        ((4, 6, 5), (2, 9, 3)),
+        ((2,), (17,)),
+    ],
+)
+@pytest.mark.parametrize("relu", [True, False])
+def test_cam_step_minmax_from_extreme_candidates(spatial, out, relu) -> None:
+    """The kernels take min/max over the extreme candidates only (kernel_math.h): each map still spans [0, 1).
+
+    (All-zero maps are allowed: with ReLU a map with no positive value is constant 0.)
+    """
+    a, w = _randn(3, 5, *spatial, seed=11, dtype=torch.float64), _randn(3, 5, seed=12, dtype=torch.float64)
+    actual = ops.cam_step(w, a, output_size=out, relu=relu)
+    _close(actual, ref.cam_step(w, a, output_size=out, relu=relu), torch.float64)
+    flat = actual.flatten(1)
+    assert torch.equal(flat.amin(1), torch.zeros(3, dtype=torch.float64))
+    top = flat.amax(1)
+    assert bool((((top - 1).abs() < 1e-6) | (top == 0)).all()), top
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize(("spatial", "out"), [((7, 7), (13, 29)), ((2, 3, 4), (5, 7, 9))])
 def test_cam_step_low_precision(dtype, spatial, out) -> None:

@@ -3,7 +3,8 @@
 // Per sample: (1) weighted channel sum at feature resolution into an acc_t buffer (the sum is linear, so summing
 // before resizing is exact math and costs C * |S| instead of C * |S_out| multiply-adds: 100k vs 100M for
 // C=2048, 7x7 -> 224x224); (2) separable resize of that one map (W first, then H/D, ATen's order) into a scratch
-// map, tracking min/max after ReLU; (3) normalise while writing the output.
+// map; (3) min/max from the map's extreme candidates (kernel_math.h: 196 of 50176 values for 7x7 -> 224x224), then
+// normalise while writing the output.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -34,6 +35,7 @@ void cam_step_cpu_kernel(const at::Tensor& weights, const at::Tensor& acts, at::
   const bool resize = s_in != s_out || g.in.d != g.out.d || g.in.h != g.out.h;
   const acc_t eps = static_cast<acc_t>(eps_d);
   const cpu::Taps3<acc_t> taps(g.in, g.out);
+  const cpu::Candidates3<acc_t> cands(g.in, g.out);
 
   at::parallel_for(0, g.n, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> map(static_cast<size_t>(s_in));
@@ -77,16 +79,18 @@ void cam_step_cpu_kernel(const at::Tensor& weights, const at::Tensor& acts, at::
       }
       acc_t lo;
       acc_t hi;
-      cpu::lane_minmax(v, s_out, lo, hi);
+      cands.minmax(v, g.out, lo, hi);
       if (relu) {  // relu is monotone: min/max of relu(v) are relu(min), relu(max)
         lo = math::relu(lo);
         hi = math::relu(hi);
       }
       const acc_t denom = math::minmax_denom(lo, hi, eps);
       if (relu) {
-        for (int64_t s = 0; s < s_out; ++s) o[s] = static_cast<scalar_t>(math::minmax_apply(math::relu(v[s]), lo, denom));
+        for (int64_t s = 0; s < s_out; ++s) {
+          o[s] = static_cast<scalar_t>(math::minmax_apply_candidates(math::relu(v[s]), lo, denom));
+        }
       } else {
-        for (int64_t s = 0; s < s_out; ++s) o[s] = static_cast<scalar_t>(math::minmax_apply(v[s], lo, denom));
+        for (int64_t s = 0; s < s_out; ++s) o[s] = static_cast<scalar_t>(math::minmax_apply_candidates(v[s], lo, denom));
       }
     }
   });

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "../kernel_math.h"
@@ -20,6 +21,38 @@ std::vector<LinearTap<acc_t>> taps_of(int64_t in_size, int64_t out_size) {
   for (int64_t i = 0; i < out_size; ++i) taps[static_cast<size_t>(i)] = math::linear_tap<acc_t>(i, in_size, out_size);
   return taps;
 }
+
+// Output coordinates of one dim that can hold an extreme of the resized map (math::extreme_candidate).
+template <typename acc_t>
+std::vector<int64_t> candidates_of(int64_t in_size, int64_t out_size) {
+  std::vector<int64_t> c;
+  for (int64_t i = 0; i < out_size; ++i) {
+    if (math::extreme_candidate<acc_t>(i, in_size, out_size)) c.push_back(i);
+  }
+  return c;
+}
+
+// Min and max of a resized (D, H, W) map from its extreme candidates only.
+template <typename acc_t>
+struct Candidates3 {
+  std::vector<int64_t> z, y, x;
+  Candidates3(const Spatial3& in, const Spatial3& out)
+      : z(candidates_of<acc_t>(in.d, out.d)), y(candidates_of<acc_t>(in.h, out.h)), x(candidates_of<acc_t>(in.w, out.w)) {}
+
+  void minmax(const acc_t* v, const Spatial3& out, acc_t& lo, acc_t& hi) const {
+    lo = std::numeric_limits<acc_t>::infinity();
+    hi = -std::numeric_limits<acc_t>::infinity();
+    for (const int64_t zi : z) {
+      for (const int64_t yi : y) {
+        const acc_t* row = v + (zi * out.h + yi) * out.w;
+        for (const int64_t xi : x) {
+          lo = math::min2(lo, row[xi]);
+          hi = math::max2(hi, row[xi]);
+        }
+      }
+    }
+  }
+};
 
 template <typename acc_t>
 struct Taps3 {
