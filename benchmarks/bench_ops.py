@@ -190,8 +190,9 @@ def main() -> None:
         f"- machine: {machine}",
         f"- torch: {torch.__version__}, threads: {torch.get_num_threads()}",
         f"- extension: {compiled.build_info()}",
-        f"- cam_step / masked_inputs resize to {OUT_SIZE[0]}x{OUT_SIZE[1]}; masked_inputs: {MASK_PAIRS_PER_SAMPLE} x N pairs, "
-        "3-channel inputs; medians of timed loops; ratio > 1 means the kernel is faster",
+        f"- cam_step / masked_inputs resize to {OUT_SIZE[0]}x{OUT_SIZE[1]}; masked_inputs: "
+        f"{MASK_PAIRS_PER_SAMPLE} x N pairs, 3-channel inputs; medians of timed loops; ratio > 1 means the kernel is "
+        "faster",
     ]
     if copy_bw is not None:
         lines.append(f"- device-to-device copy: {copy_bw:.0f} GB/s (GB/s of a kernel = ideal bytes moved / time)")

@@ -185,6 +185,22 @@ def test_reduced_precision_within_tolerance(precision: str) -> None:
     assert (fast - exact).abs().max() < 0.05
 
 
+def test_compiled_masked_forwards_pad_the_last_chunk() -> None:
+    """``compile=True``: same maps, one graph for every chunk (the last chunk and the zero input are padded)."""
+    from torch._dynamo.utils import counters
+
+    model = _constant_channel_model()
+    x = torch.randn(2, 3, 9, 13)
+    exact = Explainer(model, "scorecam", "features", batch_size=7)(x, class_idx=[1, 4])
+    torch._dynamo.reset()
+    counters.clear()
+    explainer = Explainer(model, "scorecam", "features", batch_size=7, compile=True)
+    fast = explainer(x, class_idx=[1, 4])
+    torch.testing.assert_close(fast, exact, rtol=1e-4, atol=1e-5)
+    assert counters["stats"]["unique_graphs"] == 1
+    assert fast.shape == (2, 9, 13) and explainer._fast._batch == 7
+
+
 def test_oom_retry_halves_chunks() -> None:
     done, sizes = [], []
 

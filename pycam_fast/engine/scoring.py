@@ -114,25 +114,45 @@ def score_weights(
     const = constant_channels(act) if plan.dedup_constant else None
     total = torch.zeros(num_n * num_ch, dtype=acc_dtype, device=act.device)
     for extra in plan.passes:
-        dedup = const is not None and extra.get("noise") is None
         todo = torch.ones(num_n * num_ch, dtype=torch.bool, device=act.device)
         if keep is not None:
             todo &= keep.flatten()
-        if dedup:
+        zero_pairs = todo.new_zeros(0, dtype=torch.long)
+        if const is not None and extra.get("noise") is None:
             zero_pairs = (todo & const.flatten()).nonzero().squeeze(1)
             todo &= ~const.flatten()
-            if zero_pairs.numel():
-                samples = zero_pairs // num_ch
-                total[zero_pairs] += _zero_input_scores(model, inputs, samples, class_idx, targets, acc_dtype)
         pairs = todo.nonzero().squeeze(1)
+        # The all-zero input of the constant channels rides along as the last item of the last chunk: no separate
+        # batch-1 forward (and no extra padded forward for a compiled model).
+        ride = zero_pairs.numel() > 0
+        zero_out: list[Any] = []
 
-        def _run(start: int, stop: int, pairs: Tensor = pairs, extra: dict[str, Any] = extra) -> None:
+        def _run(
+            start: int,
+            stop: int,
+            pairs: Tensor = pairs,
+            extra: dict[str, Any] = extra,
+            ride: bool = ride,
+            zero_out: list[Any] = zero_out,
+        ) -> None:
             chunk_pairs = pairs[start:stop]
-            out = model(_masked_batch(ops, act, inputs, chunk_pairs, extra, plan))
-            scores = select_scores(out, class_idx, targets, chunk_pairs // num_ch)
-            total[chunk_pairs] += scores.to(acc_dtype)
+            with_zero = ride and stop > pairs.numel()
+            batch = _masked_batch(ops, act, inputs, chunk_pairs, extra, plan) if chunk_pairs.numel() else None
+            if with_zero:
+                like = batch if batch is not None else inputs.to(plan.input_dtype or inputs.dtype)
+                zero = like.new_zeros((1, *like.shape[1:]))
+                batch = zero if batch is None else torch.cat([batch, zero])
+            out = model(batch)
+            if with_zero:
+                zero_out.append(out[-1:])
+                out = out[:-1]
+            if chunk_pairs.numel():
+                scores = select_scores(out, class_idx, targets, chunk_pairs // num_ch)
+                total[chunk_pairs] += scores.to(acc_dtype)
 
-        plan.chunk = run_chunked(_run, pairs.numel(), plan.chunk, plan.progress)
+        plan.chunk = run_chunked(_run, pairs.numel() + int(ride), plan.chunk, plan.progress)
+        if ride:
+            total[zero_pairs] += _zero_input_scores(zero_out[-1], zero_pairs // num_ch, class_idx, targets, acc_dtype)
         extra.pop("noise", None)  # a pass's noise is not needed any more: free it
     scores = total / len(plan.passes)
     if keep is not None:
@@ -141,14 +161,8 @@ def score_weights(
 
 
 def _zero_input_scores(
-    model: Callable[[Tensor], Any],
-    inputs: Tensor,
-    samples: Tensor,
-    class_idx: ClassIdx | None,
-    targets: list[OutputTarget] | None,
-    acc_dtype: torch.dtype,
+    out: Any, samples: Tensor, class_idx: ClassIdx | None, targets: list[OutputTarget] | None, acc_dtype: torch.dtype
 ) -> Tensor:
-    """Scores of the all-zero masked input (one forward) for the pairs of ``samples``."""
-    out = model(torch.zeros_like(inputs[:1]))
+    """Scores of the all-zero masked input for the pairs of ``samples``, from its output ``out`` (one row)."""
     rows = out.expand(samples.numel(), *out.shape[1:]) if isinstance(out, Tensor) else [out[0]] * samples.numel()
     return select_scores(rows, class_idx, targets, samples).to(acc_dtype)
