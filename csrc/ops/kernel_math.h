@@ -10,6 +10,39 @@
 namespace pycam_fast {
 namespace math {
 
+// Multiply and add with one rounding per operation on host and device. nvcc contracts `a * b + c` into one
+// FMA by default (one rounding instead of two), so without these the GPU would differ from the CPU kernels and from
+// torch's separate mul/add kernels in the last bit of a resize tap or blend; overlay truncates such a value to a
+// LUT index, where one ulp is a different colour. (The host side is built with -ffp-contract=off, see setup.py.)
+C10_HOST_DEVICE inline float mul_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+C10_HOST_DEVICE inline double mul_rn(double a, double b) {
+#ifdef __CUDA_ARCH__
+  return __dmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+C10_HOST_DEVICE inline float add_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+C10_HOST_DEVICE inline double add_rn(double a, double b) {
+#ifdef __CUDA_ARCH__
+  return __dadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+
 // Which gradient-weight formula a weights kernel computes (one kernel body, four ops).
 enum class WeightKind : int { GradCAM = 0, XGradCAM = 1, GradCAMpp = 2, GradCAMppTorchCAM = 3 };
 
@@ -35,7 +68,7 @@ C10_HOST_DEVICE inline LinearTap<acc_t> linear_tap(int64_t dst, int64_t in_size,
     return t;
   }
   const acc_t scale = static_cast<acc_t>(in_size) / static_cast<acc_t>(out_size);
-  acc_t src = scale * (static_cast<acc_t>(dst) + acc_t(0.5)) - acc_t(0.5);
+  acc_t src = add_rn(mul_rn(scale, static_cast<acc_t>(dst) + acc_t(0.5)), acc_t(-0.5));
   src = src < acc_t(0) ? acc_t(0) : src;  // align_corners=False clamps below 0 (not for cubic)
   int64_t idx = static_cast<int64_t>(src);  // src >= 0, so truncation == floor
   idx = idx > in_size - 1 ? in_size - 1 : idx;
@@ -48,10 +81,10 @@ C10_HOST_DEVICE inline LinearTap<acc_t> linear_tap(int64_t dst, int64_t in_size,
   return t;
 }
 
-// Linear blend of two taps, written as ATen's `t0 * w0 + t1 * w1`.
+// Linear blend of two taps, written as ATen's `t0 * w0 + t1 * w1` (two products, one sum, each rounded).
 template <typename acc_t>
 C10_HOST_DEVICE inline acc_t lerp2(acc_t v0, acc_t v1, acc_t l0, acc_t l1) {
-  return v0 * l0 + v1 * l1;
+  return add_rn(mul_rn(v0, l0), mul_rn(v1, l1));
 }
 
 // nansum semantics: a NaN product (NaN activation, 0 * inf, ...) contributes 0. Written as a select so the CPU
