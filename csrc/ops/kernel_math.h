@@ -6,6 +6,7 @@
 #include <c10/macros/Macros.h>
 
 #include <cstdint>
+#include <type_traits>
 
 namespace pycam_fast {
 namespace math {
@@ -180,6 +181,42 @@ C10_HOST_DEVICE inline acc_t interp3(const Get& get, int64_t din, int64_t hin, i
                          lerp2(get(r11 + tx.i0), get(r11 + tx.i1), tx.l0, tx.l1), ty.l0, ty.l1);
   return lerp2(p0, p1, tz.l0, tz.l1);
 }
+
+}  // namespace math
+}  // namespace pycam_fast
+
+namespace pycam_fast {
+namespace math {
+
+// Overlay (pycam_fast.reference.overlay is the spec). A blend table row holds the 256 outputs of one LUT colour:
+// out[n, c, y, x] = table[c, kBlendRow * k + v] with k the LUT index of the resized map and v the 8-bit pixel.
+constexpr int32_t kBlendRow = 256;
+constexpr int64_t kBlendTableCols = 256 * kBlendRow;  // one (256 colours x 256 pixel values) table per channel
+
+// `255 * clamp(x, 0, 1) + 0.5` with NaN -> 0 in acc_t (fp32, or fp64 for fp64 inputs), like the reference's
+// x.nan_to_num(0).clamp(0, 1).mul_(255).add_(0.5) on fp32/fp64 values. In [0.5, 255.5]: truncation is
+// round-half-up of 255 * x. (fp16/bf16 are widened first: in bf16, 255.5 would round to 256, past the table row.)
+template <typename acc_t>
+C10_HOST_DEVICE inline acc_t byte_scale(acc_t x) {
+  // Two unconditional selects, not a nested ternary, so the CPU loop if-converts and vectorises.
+  const acc_t lo = x > acc_t(0) ? x : acc_t(0);  // NaN fails `x > 0`: 0
+  const acc_t c = lo < acc_t(1) ? lo : acc_t(1);
+  return add_rn(mul_rn(c, acc_t(255)), acc_t(0.5));
+}
+
+// The 8-bit value v of an image pixel: uint8 as is, float through byte_scale in acc_t.
+template <typename scalar_t, typename acc_t>
+C10_HOST_DEVICE inline int32_t pixel_byte(scalar_t x) {
+  if constexpr (std::is_same_v<scalar_t, uint8_t>) {
+    return static_cast<int32_t>(x);
+  } else {
+    return static_cast<int32_t>(byte_scale<acc_t>(static_cast<acc_t>(x)));
+  }
+}
+
+// Offset of the blend-table row of a resized map value `up` (a bilinear blend of byte_scale values, fp32):
+// k = trunc(up). up lies in [0.5, 255.5] up to rounding (the weights sum to 1 within an ulp), so k is in [0, 255].
+C10_HOST_DEVICE inline int32_t lut_row_offset(float up) { return static_cast<int32_t>(up) * kBlendRow; }
 
 }  // namespace math
 }  // namespace pycam_fast
