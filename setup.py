@@ -60,9 +60,19 @@ def _extensions() -> tuple[list, dict]:
         cpp_extension.CUDA_HOME = cuda_home
 
     # -O3 lets GCC/Clang vectorise the inner loops with the baseline ISA (no -march=native: the wheel must run on
-    # any x86-64). No -ffast-math: nansum/relu rely on IEEE NaN compares. -g0 keeps the .so small and halves the
-    # compile time of the torch headers.
-    cxx_flags = ["-O3", "-g0", f'-DPYCAM_FAST_TORCH_VERSION="{torch.__version__}"']
+    # any x86-64). No -ffast-math: nansum/relu rely on IEEE NaN compares. -ffp-contract=off: on FMA targets
+    # (aarch64, -march=native) GCC would fuse `v0 * l0 + v1 * l1` into one rounding, and overlay's LUT index
+    # truncates that value, so one ulp changes a pixel's colour against the torch reference. -fno-trapping-math (as in
+    # torch's own build; no kernel unmasks FP exceptions) lets GCC if-convert the compares of a clamp followed by a
+    # float -> int conversion: without it overlay's pixel loop stays scalar (2x slower). Neither flag changes a value.
+    # -g0 keeps the .so small and halves the compile time of the torch headers.
+    cxx_flags = [
+        "-O3",
+        "-ffp-contract=off",
+        "-fno-trapping-math",
+        "-g0",
+        f'-DPYCAM_FAST_TORCH_VERSION="{torch.__version__}"',
+    ]
     define_macros = []
     sources = list(cpu_sources)
     if with_cuda:

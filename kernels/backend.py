@@ -32,6 +32,7 @@ __all__ = [
     "gradcampp_weights",
     "gradcampp_weights_torchcam",
     "masked_inputs",
+    "overlay",
     "xgradcam_weights",
 ]
 
@@ -137,3 +138,8 @@ def masked_inputs(
         activations, inputs, start, stop, noise=noise, scale=scale, out_dtype=out_dtype,
         channels_last=channels_last, mode=mode, eps=eps,
     )  # fmt: skip
+
+
+def overlay(images: Tensor, cams: Tensor, table: Tensor) -> Tensor:
+    """Overlay (see :func:`pycam_fast.reference.overlay`): no Triton kernel (a table lookup), so the reference."""
+    return reference.overlay(images, cams, table)

@@ -30,6 +30,7 @@ __all__ = [
     "gradcampp_weights",
     "gradcampp_weights_torchcam",
     "masked_inputs",
+    "overlay",
     "xgradcam_weights",
 ]
 
@@ -121,6 +122,12 @@ def _register_fakes() -> None:
         elif channels_last and inputs.dim() == 5:
             fmt = torch.channels_last_3d
         return torch.empty(shape, dtype=out_dtype or inputs.dtype, device=inputs.device, memory_format=fmt)
+
+    @torch.library.register_fake(lib + "overlay")
+    def _overlay_fake(images: Tensor, cams: Tensor, table: Tensor) -> Tensor:
+        torch._check(images.dim() == 4 and images.shape[1] == 3, lambda: "images must be (N, 3, H, W)")
+        torch._check(cams.dim() == 3 and cams.shape[0] == images.shape[0], lambda: "cams must be (N, h, w)")
+        return images.new_empty(images.shape, dtype=torch.uint8)
 
 
 if _C is not None:
@@ -286,6 +293,23 @@ def masked_inputs(
     )
 
 
+def overlay(images: Tensor, cams: Tensor, table: Tensor) -> Tensor:
+    """Fused overlay (spec: :func:`pycam_fast.reference.overlay`): one pass, uint8 written once.
+
+    Args:
+        images: ``(N, 3, H, W)`` uint8, or float in ``[0, 1]``; any strides.
+        cams: ``(N, h, w)`` float maps in ``[0, 1]``.
+        table: ``(3, 65536)`` uint8 blend table on the images' device.
+
+    Returns:
+        ``(N, 3, H, W)`` uint8 overlays, bitwise equal to the reference.
+
+    """
+    if images.dtype not in (torch.uint8, *_KERNEL_DTYPES):
+        return reference.overlay(images, cams, table)  # float8 images (maps of any float dtype are converted)
+    return torch.ops.pycam_fast.overlay(images.detach(), cams.detach(), table)
+
+
 def _ops(name: str) -> SimpleNamespace:
     return SimpleNamespace(
         name=name,
@@ -295,6 +319,7 @@ def _ops(name: str) -> SimpleNamespace:
         gradcampp_weights=gradcampp_weights,
         gradcampp_weights_torchcam=gradcampp_weights_torchcam,
         masked_inputs=masked_inputs,
+        overlay=overlay,
     )
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "interp_mode",
     "masked_inputs",
     "minmax_normalize",
+    "overlay",
     "spatial_minmax",
     "upsample",
     "xgradcam_weights",
@@ -283,4 +284,70 @@ def masked_inputs(
     if channels_last and spatial_dims in (2, 3):
         fmt = torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
         out = out.contiguous(memory_format=fmt)
+    return out
+
+
+def _byte_scale(values: Tensor) -> Tensor:
+    """``255 * clamp(x, 0, 1) + 0.5`` in fp32 (fp64 for fp64) with NaN -> 0; truncation: round-half-up to 0..255.
+
+    fp16/bf16 are widened first: in bf16, ``255 + 0.5`` rounds to 256, one past the blend-table row.
+    """
+    values = values if values.dtype == torch.float64 else values.float()
+    return values.nan_to_num(0.0).clamp(0, 1).mul_(255).add_(0.5)
+
+
+def _aten_taps(in_size: int, out_size: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """fp32 ``align_corners=False`` taps ``(i0, i1, l0, l1)``, op for op ``math::linear_tap`` (ATen's formulas).
+
+    Unlike :func:`_source_index` (fp64, for :func:`upsample`), these are the fp32 taps of the compiled kernels, so
+    :func:`overlay`'s truncated LUT index matches them bit for bit.
+    """
+    dst = torch.arange(out_size, device=device, dtype=torch.float32)
+    if in_size == out_size:
+        index = dst.long()
+        return index, index, torch.ones_like(dst), torch.zeros_like(dst)
+    scale = torch.tensor(float(in_size), device=device, dtype=torch.float32) / out_size
+    src = (scale * (dst + 0.5) - 0.5).clamp_min(0.0)
+    i0 = src.long().clamp_max(in_size - 1)  # src >= 0: truncation is the floor
+    lam = (src - i0).clamp(0.0, 1.0)
+    return i0, (i0 + 1).clamp_max(in_size - 1), 1.0 - lam, lam
+
+
+def _aten_resize_axis(maps: Tensor, dim: int, out_size: int) -> Tensor:
+    """``v0 * l0 + v1 * l1`` along ``dim`` (separate, individually rounded ops, like ``math::lerp2``)."""
+    i0, i1, l0, l1 = _aten_taps(maps.shape[dim], out_size, maps.device)
+    shape = [1] * maps.ndim
+    shape[dim] = out_size
+    return maps.index_select(dim, i0) * l0.view(shape) + maps.index_select(dim, i1) * l1.view(shape)
+
+
+def overlay(images: Tensor, cams: Tensor, table: Tensor) -> Tensor:
+    """Blend colour-mapped CAMs over images through a blend table (the spec of the compiled ``overlay`` op).
+
+    Per pixel and channel ``c``: ``v`` is the 8-bit pixel (uint8 as is; float: ``trunc(255 * clamp(x, 0, 1) + 0.5)``
+    in fp32, fp64 for fp64 images, NaN -> 0), ``k = trunc(up(255 * clamp(cam, 0, 1) + 0.5))`` the LUT index (map in
+    fp32 like ``cams.float()``, NaN -> 0; ``up``: bilinear resize to ``(H, W)`` with ``align_corners=False`` in fp32,
+    W then H, ``v0 * l0 + v1 * l1`` with ATen's taps: the values of the compiled ``cam_step``), and
+    ``out = table[c, 256 * k + v]``.
+
+    Args:
+        images: ``(N, 3, H, W)`` uint8, or float in ``[0, 1]``.
+        cams: ``(N, h, w)`` float maps in ``[0, 1]``.
+        table: ``(3, 65536)`` uint8 blend table on the images' device (``pycam_fast.utils`` builds it).
+
+    Returns:
+        ``(N, 3, H, W)`` uint8 overlays (contiguous).
+
+    """
+    num, _, height, width = images.shape
+    up = _byte_scale(cams.float())  # fp64 maps are rounded to fp32 first
+    for dim, size in ((2, width), (1, height)):
+        up = _aten_resize_axis(up, dim, size)
+    rows = up.to(torch.int32).mul_(256)  # (N, H, W) blend-table row offsets
+    out = torch.empty((num, 3, height, width), dtype=torch.uint8, device=images.device)
+    for channel in range(3):  # whole-batch ops only: few, large kernels
+        pixels = images[:, channel]
+        pixels = pixels.to(torch.int32) if pixels.dtype == torch.uint8 else _byte_scale(pixels).to(torch.int32)
+        index = pixels.add_(rows)
+        out[:, channel] = table[channel].index_select(0, index.reshape(-1)).view(index.shape)
     return out

@@ -2,8 +2,8 @@
 
 A backend is a module-like object exposing the functions of :mod:`pycam_fast.reference` with the same signatures
 (``cam_step``, ``gradcam_weights``, ``xgradcam_weights``, ``gradcampp_weights``, ``gradcampp_weights_torchcam``,
-``masked_inputs``). ``torch`` (the reference) always exists; compiled backends register a loader that returns the
-implementation or raises :class:`BackendUnavailable` with the reason.
+``masked_inputs``, ``overlay``). ``torch`` (the reference) always exists; compiled backends register a loader that
+returns the implementation or raises :class:`BackendUnavailable` with the reason.
 
 ``auto`` picks, for a tensor's device, the fastest available backend from :data:`AUTO_PREFERENCE`; an explicitly
 requested backend that cannot run on that device raises ``ValueError``; falling back is logged once per reason.

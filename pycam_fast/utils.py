@@ -129,57 +129,38 @@ def _check_overlay_inputs(images: Tensor, cams: Tensor, alpha: float) -> None:
         raise ValueError(f"`alpha` must be a number in [0, 1], got {alpha!r}")
 
 
-def _pixel_index(channel: Tensor) -> Tensor:
-    """int32 8-bit pixels of one ``(N, H, W)`` channel (floats: ``floor(255 * clamp(x, 0, 1) + 0.5)``)."""
-    if channel.dtype == torch.uint8:
-        return channel.to(torch.int32)
-    return channel.clamp(0, 1).mul_(255).add_(0.5).to(torch.int32)  # in [0.5, 255.5]: truncation is the floor
-
-
-def _lut_offsets(cams: Tensor, size: tuple[int, int]) -> Tensor:
-    """``(N, H, W)`` int32 table offsets ``256 * k``, ``k = floor(up(255 * clamp(cam, 0, 1) + 0.5))``.
-
-    ``up`` is the backend's fused bilinear resize (``align_corners=False``: the values of
-    :func:`pycam_fast.reference.upsample`, without its full-resolution temporaries).
-    """
-    scaled = cams.detach().float().nan_to_num(0.0).clamp(0, 1).mul_(255).add_(0.5)
-    ops = get_ops("auto", scaled.device)
-    ones = torch.ones(scaled.shape[0], 1, device=scaled.device)
-    heat = ops.cam_step(ones, scaled.unsqueeze(1), relu=False, output_size=size, normalize=False)
-    return heat.to(torch.int32).mul_(256)  # values in [0.5, 255.5]: truncation is the floor
-
-
 @torch.no_grad()
-def overlay(images: Tensor, cams: Tensor, colormap: Colormap | str = "jet", alpha: float = 0.5) -> Tensor:
-    """Blend colour-mapped CAMs over a batch of images on the tensors' device, vectorised over the batch.
+def overlay(
+    images: Tensor, cams: Tensor, colormap: Colormap | str = "jet", alpha: float = 0.5, backend: str = "auto"
+) -> Tensor:
+    """Blend colour-mapped CAMs over a batch of images on the tensors' device, in one fused pass.
 
-    Spec, per pixel and channel ``c``: ``v`` is the 8-bit pixel (float images: ``floor(255 * clamp(x, 0, 1) + 0.5)``),
-    ``k = floor(up(255 * clamp(cam, 0, 1) + 0.5))`` the LUT index (``up``: bilinear resize to ``(H, W)`` with
-    ``align_corners=False``, the values of :func:`pycam_fast.reference.upsample` and ``F.interpolate``; NaN counts as
-    0), and ``out = floor(alpha * v + (1 - alpha) * lut[k, c] + 0.5)`` with ``lut`` the 256-entry table of
-    :func:`colormap_lut`. The blend is one whole-batch lookup per channel in a cached ``(3, 256 * 256)`` table.
-    Unlike :func:`overlay_mask`, the map is neither squared nor bicubic-resized.
+    Spec, per pixel and channel ``c``: ``v`` is the 8-bit pixel (float images: ``floor(255 * clamp(x, 0, 1) + 0.5)``
+    in fp32, fp64 for fp64 images), ``k = floor(up(255 * clamp(cam, 0, 1) + 0.5))`` the LUT index (``up``: bilinear
+    resize to ``(H, W)`` with ``align_corners=False`` in fp32, the values of the compiled ``cam_step`` and, to
+    rounding, of ``F.interpolate``), NaN pixels and map values count as 0, and
+    ``out = floor(alpha * v + (1 - alpha) * lut[k, c] + 0.5)`` with ``lut`` the 256-entry table of
+    :func:`colormap_lut`. The blend is a lookup in a cached ``(3, 256 * 256)`` table. The compiled backends
+    (``cpp``, ``cuda``) do everything in one kernel (one read of the images, one uint8 write) and equal the ``torch``
+    reference (:func:`pycam_fast.reference.overlay`) bit for bit. Unlike :func:`overlay_mask`, the map is neither
+    squared nor bicubic-resized.
 
     Args:
         images: ``(N, 3, H, W)`` uint8, or float in ``[0, 1]`` (values outside are clamped).
         cams: ``(N, h, w)`` float maps in ``[0, 1]`` (values outside are clamped), on the same device.
         colormap: a matplotlib colormap or its name.
         alpha: weight of the image, in ``[0, 1]`` (1: the image only, 0: the heatmap only).
+        backend: ``"auto"`` (the compiled op when the extension is built, else ``"torch"``) or a backend name.
 
     Returns:
         ``(N, 3, H, W)`` uint8 overlays on the images' device.
 
     Raises:
         TypeError: non-tensors, or an unsupported dtype or colormap type.
-        ValueError: bad shapes, mismatched batch sizes or devices, ``alpha`` outside ``[0, 1]``, an unknown colormap.
+        ValueError: bad shapes, mismatched batch sizes or devices, ``alpha`` outside ``[0, 1]``, an unknown colormap,
+            an unknown backend or one unavailable for the images' device.
 
     """
     _check_overlay_inputs(images, cams, alpha)
-    num, _, height, width = images.shape
-    table = _table("blend", colormap, float(alpha), images.device)  # (3, 65536)
-    offsets = _lut_offsets(cams, (height, width))  # (N, H, W)
-    out = torch.empty((num, 3, height, width), dtype=torch.uint8, device=images.device)
-    for channel in range(3):  # whole-batch ops only: few, large kernels
-        index = _pixel_index(images[:, channel]).add_(offsets)
-        out[:, channel] = table[channel].index_select(0, index.view(-1)).view(index.shape)
-    return out
+    ops = get_ops(backend, images.device)
+    return ops.overlay(images, cams, _table("blend", colormap, float(alpha), images.device))

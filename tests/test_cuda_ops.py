@@ -11,6 +11,7 @@ import torch
 
 from pycam_fast import _compiled as ops
 from pycam_fast import reference as ref
+from pycam_fast.utils import _table
 
 _BUILT = ops.extension_error() is None
 _CUDA_BUILD = _BUILT and bool(ops.build_info().get("cuda"))
@@ -62,6 +63,7 @@ def test_cuda_kernels_registered_when_built_with_cuda() -> None:
         "gradcampp_weights",
         "gradcampp_weights_torchcam",
         "masked_inputs",
+        "overlay",
     ):
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"pycam_fast::{name}", "CUDA")
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"pycam_fast::{name}", "CPU")
@@ -79,6 +81,11 @@ def test_mixed_devices_raise_clear_error() -> None:
         torch.ops.pycam_fast.xgradcam_weights(a, a.cpu())
     with pytest.raises(RuntimeError, match="pycam_fast"):
         torch.ops.pycam_fast.masked_inputs(a, torch.randn(2, 3, 9, 9), 0, 4)
+    images, table = torch.rand(2, 3, 9, 9, device="cuda"), _blend_table()
+    with pytest.raises(RuntimeError, match="cams is on cpu"):
+        torch.ops.pycam_fast.overlay(images, torch.rand(2, 3, 3), table.cuda())
+    with pytest.raises(RuntimeError, match="table is on cpu"):
+        torch.ops.pycam_fast.overlay(images, torch.rand(2, 3, 3, device="cuda"), table)
 
 
 @needs_gpu
@@ -168,3 +175,41 @@ def test_opcheck_cuda() -> None:
     torch.library.opcheck(pf.cam_step.default, (w, a, True, [13, 29], True, 1e-8))
     torch.library.opcheck(pf.gradcampp_weights.default, (a, a.abs(), 1e-8))
     torch.library.opcheck(pf.masked_inputs.default, (a, x, 2, 8, None, 0.5, torch.float16, True, 1e-8))
+    torch.library.opcheck(pf.overlay.default, (_randn(2, 3, 13, 11).sigmoid(), _randn(2, 3, 5), _blend_table().cuda()))
+
+
+def _blend_table(colormap: str = "jet", alpha: float = 0.5) -> torch.Tensor:
+    return _table("blend", colormap, alpha, "cpu")
+
+
+@needs_gpu
+@pytest.mark.parametrize(("size", "cam_size"), [((224, 224), (7, 7)), ((31, 17), (3, 5)), ((7, 13), (1, 1))])
+@pytest.mark.parametrize("image_dtype", [torch.uint8, torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("cam_dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_overlay_equals_cpu_reference(size, cam_size, image_dtype, cam_dtype) -> None:
+    # The CUDA kernel uses the CPU's arithmetic (explicit roundings, no FMA contraction): bitwise equal.
+    g = torch.Generator().manual_seed(40)
+    images = torch.rand(3, 3, *size, generator=g, dtype=torch.float64) * 1.2 - 0.1
+    if image_dtype == torch.uint8:
+        images = (images.clamp(0, 1) * 255).round()
+    images = images.to(image_dtype)
+    images[0, 1, 0, 0] = 0 if image_dtype == torch.uint8 else float("nan")
+    cams = (torch.rand(3, *cam_size, generator=g, dtype=torch.float64) * 1.4 - 0.2).to(cam_dtype)
+    cams[1, 0, 0] = float("nan")
+    grid = torch.randint(0, 256, (3, *cam_size), generator=g).to(cam_dtype) / 255  # LUT-index boundary values
+    table = _blend_table("viridis", 0.3)
+    for maps in (cams, grid):
+        expected = ref.overlay(images, maps, table)
+        actual = ops.overlay(images.cuda(), maps.cuda(), table.cuda())
+        assert actual.is_cuda and actual.dtype == torch.uint8
+        assert torch.equal(actual.cpu(), expected)
+
+
+@needs_gpu
+def test_overlay_noncontiguous() -> None:
+    table = _blend_table().cuda()
+    base = torch.rand(2, 40, 60, 3, generator=torch.Generator().manual_seed(41)).cuda()
+    cams = torch.rand(2, 3, 5, device="cuda").transpose(1, 2)
+    for images in (base.permute(0, 3, 1, 2), base.permute(0, 3, 1, 2)[:, :, ::2, 1::3]):
+        expected = ref.overlay(images.cpu(), cams.cpu(), table.cpu())
+        assert torch.equal(ops.overlay(images, cams, table).cpu(), expected)

@@ -6,9 +6,43 @@
 #include <c10/macros/Macros.h>
 
 #include <cstdint>
+#include <type_traits>
 
 namespace pycam_fast {
 namespace math {
+
+// Multiply and add with one rounding per operation on host and device. nvcc contracts `a * b + c` into one
+// FMA by default (one rounding instead of two), so without these the GPU would differ from the CPU kernels and from
+// torch's separate mul/add kernels in the last bit of a resize tap or blend; overlay truncates such a value to a
+// LUT index, where one ulp is a different colour. (The host side is built with -ffp-contract=off, see setup.py.)
+C10_HOST_DEVICE inline float mul_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+C10_HOST_DEVICE inline double mul_rn(double a, double b) {
+#ifdef __CUDA_ARCH__
+  return __dmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+C10_HOST_DEVICE inline float add_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+C10_HOST_DEVICE inline double add_rn(double a, double b) {
+#ifdef __CUDA_ARCH__
+  return __dadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
 
 // Which gradient-weight formula a weights kernel computes (one kernel body, four ops).
 enum class WeightKind : int { GradCAM = 0, XGradCAM = 1, GradCAMpp = 2, GradCAMppTorchCAM = 3 };
@@ -35,7 +69,7 @@ C10_HOST_DEVICE inline LinearTap<acc_t> linear_tap(int64_t dst, int64_t in_size,
     return t;
   }
   const acc_t scale = static_cast<acc_t>(in_size) / static_cast<acc_t>(out_size);
-  acc_t src = scale * (static_cast<acc_t>(dst) + acc_t(0.5)) - acc_t(0.5);
+  acc_t src = add_rn(mul_rn(scale, static_cast<acc_t>(dst) + acc_t(0.5)), acc_t(-0.5));
   src = src < acc_t(0) ? acc_t(0) : src;  // align_corners=False clamps below 0 (not for cubic)
   int64_t idx = static_cast<int64_t>(src);  // src >= 0, so truncation == floor
   idx = idx > in_size - 1 ? in_size - 1 : idx;
@@ -48,10 +82,10 @@ C10_HOST_DEVICE inline LinearTap<acc_t> linear_tap(int64_t dst, int64_t in_size,
   return t;
 }
 
-// Linear blend of two taps, written as ATen's `t0 * w0 + t1 * w1`.
+// Linear blend of two taps, written as ATen's `t0 * w0 + t1 * w1` (two products, one sum, each rounded).
 template <typename acc_t>
 C10_HOST_DEVICE inline acc_t lerp2(acc_t v0, acc_t v1, acc_t l0, acc_t l1) {
-  return v0 * l0 + v1 * l1;
+  return add_rn(mul_rn(v0, l0), mul_rn(v1, l1));
 }
 
 // nansum semantics: a NaN product (NaN activation, 0 * inf, ...) contributes 0. Written as a select so the CPU
@@ -173,6 +207,42 @@ C10_HOST_DEVICE inline acc_t interp3(const Get& get, int64_t din, int64_t hin, i
   return interp3_taps<acc_t>(get, din, hin, win, linear_tap<acc_t>(z, din, dout), linear_tap<acc_t>(y, hin, hout),
                              linear_tap<acc_t>(x, win, wout));
 }
+
+}  // namespace math
+}  // namespace pycam_fast
+
+namespace pycam_fast {
+namespace math {
+
+// Overlay (pycam_fast.reference.overlay is the spec). A blend table row holds the 256 outputs of one LUT colour:
+// out[n, c, y, x] = table[c, kBlendRow * k + v] with k the LUT index of the resized map and v the 8-bit pixel.
+constexpr int32_t kBlendRow = 256;
+constexpr int64_t kBlendTableCols = 256 * kBlendRow;  // one (256 colours x 256 pixel values) table per channel
+
+// `255 * clamp(x, 0, 1) + 0.5` with NaN -> 0 in acc_t (fp32, or fp64 for fp64 inputs), like the reference's
+// x.nan_to_num(0).clamp(0, 1).mul_(255).add_(0.5) on fp32/fp64 values. In [0.5, 255.5]: truncation is
+// round-half-up of 255 * x. (fp16/bf16 are widened first: in bf16, 255.5 would round to 256, past the table row.)
+template <typename acc_t>
+C10_HOST_DEVICE inline acc_t byte_scale(acc_t x) {
+  // Two unconditional selects, not a nested ternary, so the CPU loop if-converts and vectorises.
+  const acc_t lo = x > acc_t(0) ? x : acc_t(0);  // NaN fails `x > 0`: 0
+  const acc_t c = lo < acc_t(1) ? lo : acc_t(1);
+  return add_rn(mul_rn(c, acc_t(255)), acc_t(0.5));
+}
+
+// The 8-bit value v of an image pixel: uint8 as is, float through byte_scale in acc_t.
+template <typename scalar_t, typename acc_t>
+C10_HOST_DEVICE inline int32_t pixel_byte(scalar_t x) {
+  if constexpr (std::is_same_v<scalar_t, uint8_t>) {
+    return static_cast<int32_t>(x);
+  } else {
+    return static_cast<int32_t>(byte_scale<acc_t>(static_cast<acc_t>(x)));
+  }
+}
+
+// Offset of the blend-table row of a resized map value `up` (a bilinear blend of byte_scale values, fp32):
+// k = trunc(up). up lies in [0.5, 255.5] up to rounding (the weights sum to 1 within an ulp), so k is in [0, 255].
+C10_HOST_DEVICE inline int32_t lut_row_offset(float up) { return static_cast<int32_t>(up) * kBlendRow; }
 
 }  // namespace math
 }  // namespace pycam_fast

@@ -14,6 +14,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "kernel_math.h"
+
 namespace pycam_fast {
 
 // Numbers and shapes in error messages are formatted with std::to_string, not iostreams: on one deployment
@@ -185,6 +187,39 @@ inline MaskedGeometry masked_geometry(const at::Tensor& activations, const at::T
   } else if (channels_last && s_in.size() == 3) {
     g.format = c10::MemoryFormat::ChannelsLast3d;
   }
+  return g;
+}
+
+// Validated geometry of an overlay call: images (N, 3, H, W), cams (N, h, w) of any float dtype (the kernels convert
+// them to fp32 like the reference), table (3, 65536) uint8.
+struct OverlayGeometry {
+  int64_t n = 0;
+  Spatial3 map;  // (1, h, w)
+  Spatial3 out;  // (1, H, W)
+};
+
+inline OverlayGeometry overlay_geometry(const at::Tensor& images, const at::Tensor& cams, const at::Tensor& table) {
+  const auto dt = images.scalar_type();
+  TORCH_CHECK(dt == at::kByte || dt == at::kHalf || dt == at::kBFloat16 || dt == at::kFloat || dt == at::kDouble,
+              "pycam_fast::overlay: images must be uint8 or float16, bfloat16, float32, float64 (in [0, 1]), got ", dt);
+  TORCH_CHECK(images.dim() == 4 && images.size(1) == 3, "pycam_fast::overlay: images must be (N, 3, H, W), got ",
+              shape(images.sizes()));
+  check_float(cams, "cams");
+  TORCH_CHECK(cams.dim() == 3 && cams.size(0) == images.size(0),
+              "pycam_fast::overlay: cams must be (N, h, w) with N = ", num(images.size(0)), " (the images' batch), got ",
+              shape(cams.sizes()));
+  TORCH_CHECK(cams.size(1) > 0 && cams.size(2) > 0, "pycam_fast::overlay: cams must have positive h and w, got ",
+              shape(cams.sizes()));
+  TORCH_CHECK(table.scalar_type() == at::kByte && table.dim() == 2 && table.size(0) == 3 &&
+                  table.size(1) == math::kBlendTableCols,
+              "pycam_fast::overlay: table must be a (3, 65536) uint8 blend table, got ", table.scalar_type(), " ",
+              shape(table.sizes()));
+  check_same_device(cams, images, "cams", "images");
+  check_same_device(table, images, "table", "images");
+  OverlayGeometry g;
+  g.n = images.size(0);
+  g.map = Spatial3{1, cams.size(1), cams.size(2)};
+  g.out = Spatial3{1, images.size(2), images.size(3)};
   return g;
 }
 

@@ -17,4 +17,7 @@ TORCH_LIBRARY(pycam_fast, m) {
   m.def(
       "masked_inputs(Tensor activations, Tensor inputs, int start, int stop, Tensor? noise=None, float scale=1.0, "
       "ScalarType? out_dtype=None, bool channels_last=False, float eps=1e-8) -> Tensor");
+  // Fused overlay: images (N, 3, H, W) uint8 or float in [0, 1], cams (N, h, w) float, table (3, 65536) uint8 blend
+  // table (entry [c, 256 k + v]: pixel value v blended with LUT colour k). Returns (N, 3, H, W) uint8.
+  m.def("overlay(Tensor images, Tensor cams, Tensor table) -> Tensor");
 }
