@@ -256,3 +256,51 @@ def test_bad_arguments() -> None:
         Explainer(model, "scorecam", output_size="big")
     with pytest.raises(ValueError, match="top_k"):
         Explainer(model, "scorecam", top_k=0)
+
+
+def test_tail_forward_several_targets_matches_full_autograd() -> None:
+    from pycam_fast.engine.gradients import tail_forward
+
+    model = _model(torch.float64)
+    x = torch.randn(3, 3, 12, 10, dtype=torch.float64)
+    layers = [model.features[4], model.features[1]]  # any order; features.3 is an in-place ReLU after features.2
+    outs = {}
+    handles = [m.register_forward_hook(lambda m, i, o, k=k: outs.__setitem__(k, o)) for k, m in enumerate(layers)]
+    try:
+        score = model(x.requires_grad_())[:, 4].sum()
+        ref = torch.autograd.grad(score, [outs[0], outs[1]])
+    finally:
+        for handle in handles:
+            handle.remove()
+    with torch.no_grad():  # the caller's grad mode does not matter and is restored
+        fwd = tail_forward(model, layers, x.detach(), record=True)
+        assert not torch.is_grad_enabled()
+    grads = fwd.all_grads(fwd.output[:, 4])
+    for grad, expected, act, out in zip(grads, ref, fwd.activations, (outs[0], outs[1]), strict=True):
+        torch.testing.assert_close(grad, expected)
+        torch.testing.assert_close(act, out.detach())
+    assert all(not m._forward_hooks for m in model.modules())
+    with pytest.raises(RuntimeError, match="record"):
+        tail_forward(model, layers, x.detach(), record=False).all_grads(fwd.output[:, 4])
+
+
+def test_fast_model_keeps_target_convs_and_drops_hooks() -> None:
+    from pycam_fast.engine.fast_model import FastModel, module_hooks, parameter_versions
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4)).eval()
+    owner = {"calls": 0}
+    handle = model[0].register_forward_hook(lambda *_: owner.__setitem__("calls", owner["calls"] + 1))
+    try:
+        fast = FastModel(model, keep=("2",), strip_hooks=True)
+        assert isinstance(fast.module[1], nn.Identity) and isinstance(fast.module[3], nn.BatchNorm2d)
+        assert module_hooks(fast.module) == [] and len(module_hooks(model)) == 1
+        assert len(module_hooks(FastModel(model).module)) == 1  # kept without strip_hooks
+        x = torch.randn(2, 3, 9, 9)
+        torch.testing.assert_close(fast(x), model(x), rtol=1e-5, atol=1e-5)
+    finally:
+        handle.remove()
+    before = parameter_versions(model)
+    assert parameter_versions(model) == before
+    with torch.no_grad():
+        model[2].weight.add_(1.0)
+    assert parameter_versions(model) != before

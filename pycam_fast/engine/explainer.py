@@ -274,7 +274,7 @@ class Explainer:
         if not self.channels_last:
             return tail_forward(self.model, self.model.get_submodule(self._target_name), inputs, record=record)
         if self._fwd is None:
-            fast = FastModel(self.model, "fp32", channels_last=True)
+            fast = FastModel(self.model, "fp32", channels_last=True, keep=(self._target_name,))
             self._fwd = (fast, fast.module.get_submodule(self._target_name))  # type: ignore[arg-type]
         fast, target = self._fwd
         if inputs.ndim == 4:

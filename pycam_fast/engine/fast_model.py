@@ -8,6 +8,8 @@ optionally channels-last and ``torch.compile``d; forwards run under ``torch.infe
 from __future__ import annotations
 
 import copy
+import itertools
+from collections.abc import Collection
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import Any
 
@@ -16,7 +18,7 @@ from torch import Tensor, nn
 
 from .tail import log_once
 
-__all__ = ["PRECISIONS", "FastModel", "check_precision"]
+__all__ = ["PRECISIONS", "FastModel", "check_precision", "module_hooks", "parameter_versions"]
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -53,10 +55,11 @@ def _conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
     return pairs
 
 
-def _fold_conv_bn(model: nn.Module) -> nn.Module:
+def _fold_conv_bn(model: nn.Module, keep: Collection[str] = ()) -> nn.Module:
     """Fold eval-mode conv -> batchnorm pairs in place, keeping the module tree (hooks by name still work).
 
     The conv becomes the fused conv and the batchnorm an ``nn.Identity``; a model that does not trace is left as is.
+    Convs named in ``keep`` are not folded (their own output is observed, e.g. a CAM target layer).
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -66,6 +69,8 @@ def _fold_conv_bn(model: nn.Module) -> nn.Module:
         log_once(f"pycam_fast: conv-batchnorm folding skipped ({type(exc).__name__}: {exc})")
         return model
     for conv_name, bn_name in pairs:
+        if conv_name in keep:
+            continue
         fused = fuse_conv_bn_eval(model.get_submodule(conv_name), model.get_submodule(bn_name))
         model.set_submodule(conv_name, fused)
         model.set_submodule(bn_name, nn.Identity())
@@ -84,6 +89,9 @@ class FastModel:
             with zeros, so the last chunk of a run does not recompile). CPU: Inductor with weight freezing (1.19x
             eager channels-last for ResNet-18 at batch 64 on a 2-core Xeon, after a ~25 s compile); CUDA: CUDA
             graphs (``mode="reduce-overhead"``). Worth it for long runs only.
+        keep: dotted names of convs whose output must stay as is (not folded with their batchnorm): target layers.
+        strip_hooks: copy the model without its module hooks (forward, pre-forward, backward); they are not
+            deep-copied either (a hook's owner, e.g. a CAM object, is not duplicated).
 
     """
 
@@ -94,13 +102,16 @@ class FastModel:
         channels_last: bool = False,
         fold_bn: bool = True,
         compile: bool = False,
+        keep: Collection[str] = (),
+        strip_hooks: bool = False,
     ) -> None:
         self.autocast_dtype = check_precision(precision)
-        private = copy.deepcopy(model).eval()
+        private = _copy_without_hooks(model) if strip_hooks else copy.deepcopy(model)
+        private.eval()
         for param in private.parameters():
             param.requires_grad_(False)
         if fold_bn:
-            private = _fold_conv_bn(private)
+            private = _fold_conv_bn(private, keep)
         if channels_last:
             private = private.to(memory_format=torch.channels_last)
         self.module = private
@@ -147,6 +158,50 @@ def _format(t: Tensor) -> torch.memory_format:
         if t.ndim == 4 and t.is_contiguous(memory_format=torch.channels_last)
         else (torch.contiguous_format)
     )
+
+
+#: the per-module hook dictionaries that ``strip_hooks`` leaves out of the copy
+_HOOK_DICTS = (
+    "_forward_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+    "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+)
+
+
+def _copy_without_hooks(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy(model)`` whose modules have empty hook dictionaries (the hooks are not copied)."""
+    memo: dict[int, Any] = {}
+    for module in model.modules():
+        for attr in _HOOK_DICTS:
+            hooks = getattr(module, attr, None)
+            if isinstance(hooks, dict):
+                memo[id(hooks)] = type(hooks)()
+    return copy.deepcopy(model, memo)
+
+
+def module_hooks(model: nn.Module) -> list[tuple[str, Any]]:
+    """``(module name, hook)`` for every forward, pre-forward and backward hook registered on ``model``'s modules."""
+    found = []
+    for name, module in model.named_modules():
+        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
+            hooks = getattr(module, attr, None) or {}
+            found.extend((name, hook) for hook in hooks.values())
+    return found
+
+
+def parameter_versions(model: nn.Module) -> tuple[tuple[int, int, int], ...]:
+    """A cheap fingerprint of ``model``'s parameters and buffers: ``(id, version counter, data pointer)`` each.
+
+    It changes when a tensor is modified in place through autograd-visible ops (optimiser steps,
+    ``load_state_dict``, ``with torch.no_grad(): p.add_(...)``), replaced, or moved; NOT when it is modified through
+    ``.data`` (``p.data.add_(...)`` bypasses the version counter).
+    """
+    tensors = itertools.chain(model.parameters(), model.buffers())
+    return tuple((id(t), t._version, t.data_ptr()) for t in tensors)
 
 
 @contextmanager

@@ -1,12 +1,14 @@
-"""Gradients of an explained score with respect to a target layer's output, with an autograd graph of the tail only.
+"""Gradients of an explained score with respect to target layers' outputs, with an autograd graph of the tail only.
 
-The layers before the target run without recording (grad mode off); a forward hook on the target turns its output
-into a graph leaf and switches grad mode on, so only the tail after the target is recorded. Peak memory is that of
-an inference forward plus the tail's saved tensors. The hook is removed and the grad mode restored on every exit.
+The layers before the first target run without recording (grad mode off); a forward hook on each target records its
+output, and the first target to run turns its output into a graph leaf and switches grad mode on, so only the part
+after it is recorded. Peak memory is that of an inference forward plus the tail's saved tensors. The hooks are
+removed and the grad mode restored on every exit.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -20,62 +22,92 @@ class TailForward:
 
     Attributes:
         output: model output (attached to the tail's graph when ``record`` was set).
-        activation: ``(N, C, *S)`` target layer output; a grad leaf when ``record`` was set.
+        activations: one ``(N, C, *S)`` output per target layer (detached).
 
     """
 
-    def __init__(self, output: Any, activation: Tensor) -> None:
-        self.output, self.activation = output, activation
+    def __init__(self, output: Any, activations: list[Tensor], graph_refs: list[Tensor] | None = None) -> None:
+        self.output, self.activations = output, activations
+        self._graph_refs = graph_refs
 
-    def grads(self, score: Tensor) -> Tensor:
-        """``d score.sum() / d activation``, ``(N, C, *S)`` (frees the tail graph)."""
+    @property
+    def activation(self) -> Tensor:
+        """``(N, C, *S)`` output of the (first) target layer."""
+        return self.activations[0]
+
+    def all_grads(self, score: Tensor) -> list[Tensor]:
+        """``d score.sum() / d A_l`` for every target layer ``l``, each ``(N, C, *S)`` (frees the tail graph).
+
+        Raises:
+            RuntimeError: the forward did not record, or the score does not depend on a target layer.
+
+        """
+        if self._graph_refs is None:
+            raise RuntimeError("gradients need a forward with `record=True`")
         try:
-            (grad,) = torch.autograd.grad(score.sum(), self.activation)
+            with torch.enable_grad():  # the sum joins the graph even under a caller's no_grad()
+                grads = torch.autograd.grad(score.sum(), self._graph_refs)
         except RuntimeError as exc:
             raise RuntimeError(
                 f"the explained score is not connected to the target layer: pick a layer the output depends on ({exc})"
             ) from exc
-        return grad
+        finally:
+            self._graph_refs = None
+        return [grad.detach() for grad in grads]
+
+    def grads(self, score: Tensor) -> Tensor:
+        """``d score.sum() / d activation``, ``(N, C, *S)`` (single target; frees the tail graph)."""
+        return self.all_grads(score)[0]
 
 
-def tail_forward(model: nn.Module, target: nn.Module, inputs: Tensor, record: bool) -> TailForward:
-    """Forward ``inputs``; with ``record``, build an autograd graph for the part after ``target`` only.
+def tail_forward(
+    model: nn.Module, target: nn.Module | Sequence[nn.Module], inputs: Tensor, record: bool
+) -> TailForward:
+    """Forward ``inputs``; with ``record``, build an autograd graph for the part after the first target only.
 
     Args:
         model: the model (eval mode is the caller's business).
-        target: the target layer, a submodule of ``model`` called once per forward.
+        target: the target layer, or several; each a submodule of ``model`` called once per forward.
         inputs: ``(N, *input_shape)``.
-        record: record the tail's graph (gradient methods); otherwise everything runs without grad.
+        record: record the graph after the first target (gradient methods); otherwise everything runs without grad.
 
     Returns:
-        the output and the target layer's output.
+        the output and the target layers' outputs (in the order of ``target``).
 
     Raises:
-        TypeError: the target layer does not output a tensor.
-        ValueError: the target layer is not called exactly once.
+        TypeError: a target layer does not output a tensor.
+        ValueError: a target layer is not called exactly once.
 
     """
-    seen: list[Tensor] = []
+    targets = [target] if isinstance(target, nn.Module) else list(target)
+    seen: list[list[Tensor]] = [[] for _ in targets]
+    refs: list[list[Tensor]] = [[] for _ in targets]
 
-    def _hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
+    def _hook(_module: nn.Module, _inputs: Any, output: Any, idx: int) -> Any:
         if not isinstance(output, Tensor):
             raise TypeError(f"the target layer returned a {type(output).__name__}, not a tensor: choose another layer")
+        seen[idx].append(output.detach())
         if not record:
-            seen.append(output.detach())
             return None
-        leaf = output.detach().requires_grad_()
-        seen.append(leaf)
-        torch.set_grad_enabled(True)
-        return leaf.clone()  # in-place ops after the target must not touch the leaf
+        if not (torch.is_grad_enabled() and output.requires_grad):
+            # the first target (or one that does not depend on an earlier one): a leaf, then record from here on
+            output = output.detach().requires_grad_()
+            torch.set_grad_enabled(True)
+        refs[idx].append(output)
+        return output.clone()  # in-place ops after the target must not touch the tensor the gradient is taken at
 
     previous = torch.is_grad_enabled()
-    handle = target.register_forward_hook(_hook)
+    handles = [
+        module.register_forward_hook(lambda m, i, o, idx=idx: _hook(m, i, o, idx)) for idx, module in enumerate(targets)
+    ]
     try:
         torch.set_grad_enabled(False)
         output = model(inputs)
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
         torch.set_grad_enabled(previous)
-    if len(seen) != 1:
-        raise ValueError(f"the target layer ran {len(seen)} times in one forward: pick a layer called exactly once")
-    return TailForward(output, seen[0])
+    if any(len(outputs) != 1 for outputs in seen):
+        counts = [len(outputs) for outputs in seen]
+        raise ValueError(f"target layers ran {counts} times in one forward: pick layers called exactly once")
+    return TailForward(output, [outputs[0] for outputs in seen], [r[0] for r in refs] if record else None)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, fx, nn
@@ -46,12 +47,17 @@ class TailSplit:
 
 
 class _TargetLeafTracer(fx.Tracer):
-    def __init__(self, target_name: str) -> None:
+    def __init__(self, target_name: str, hooks: bool = True) -> None:
         super().__init__()
         self._target_name = target_name
+        self._hooks = hooks
 
     def is_leaf_module(self, module: nn.Module, qualname: str) -> bool:
         return qualname == self._target_name or super().is_leaf_module(module, qualname)
+
+    def call_module(self, m: nn.Module, forward: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        # without hooks: trace the module's own forward (its hooks are neither traced nor called with proxies)
+        return super().call_module(m, forward if self._hooks else m.forward, args, kwargs)
 
 
 def _descendants(graph: fx.Graph, root: fx.Node) -> set[fx.Node]:
@@ -62,19 +68,21 @@ def _descendants(graph: fx.Graph, root: fx.Node) -> set[fx.Node]:
     return seen
 
 
-def split_tail(model: nn.Module, target_name: str) -> TailSplit:
+def split_tail(model: nn.Module, target_name: str, hooks: bool = True) -> TailSplit:
     """Split ``model`` after the module ``target_name``.
 
     Args:
         model: the model (not modified: the tail references its submodules).
         target_name: dotted name of the target module.
+        hooks: trace through the module hooks of non-leaf modules (fx's default: they are called with proxies and
+            traced into the graph); ``False`` traces the modules' ``forward`` only, so no hook runs.
 
     Returns:
         a :class:`TailSplit` whose ``tail(A)`` equals the model output for the target output ``A``.
 
     """
     try:
-        graph = _TargetLeafTracer(target_name).trace(model)
+        graph = _TargetLeafTracer(target_name, hooks).trace(model)
     except Exception as exc:
         return TailSplit(None, f"the model is not traceable by torch.fx ({type(exc).__name__}: {exc})")
     calls = [n for n in graph.nodes if n.op == "call_module" and n.target == target_name]

@@ -104,6 +104,26 @@ class _CAM:
         self.hook_g: list[Tensor | None] = [None] * len(self.target_names)
         self._bad_outputs: dict[int, str] = {}
 
+    def supply(self, activations: list[Tensor], grads: list[Tensor] | None = None) -> None:
+        """Record the target layers' outputs of a forward run elsewhere (e.g. on a private optimised model copy).
+
+        The next weight computation reads them instead of what the hooks recorded; :meth:`reset_hooks` clears them.
+
+        Args:
+            activations: one ``(N, C, *S)`` output per target layer (after ``reshape_transform``, if any).
+            grads: gradients of the explained scores with respect to ``activations`` (gradient methods only).
+
+        Raises:
+            ValueError: not one activation per target layer, or ``grads`` for a gradient-free method.
+
+        """
+        if len(activations) != len(self.target_names):
+            raise ValueError(f"expected {len(self.target_names)} activations (one per layer), got {len(activations)}")
+        if grads is not None:
+            raise ValueError(f"{self.__class__.__name__} is gradient-free: supply activations only")
+        self.hook_a = list(activations)
+        self._bad_outputs = {}
+
     def remove_hooks(self) -> None:
         """Remove every hook from the model (idempotent)."""
         for handle in self.hook_handles:

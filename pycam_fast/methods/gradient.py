@@ -50,6 +50,24 @@ class _GradCAM(_CAM):
         """Clear stored activations, gradients and graph references."""
         super().reset_hooks()
         self._hook_outputs: list[Tensor | None] = [None] * len(self.target_names)
+        self._grads_supplied = False
+
+    def supply(self, activations: list[Tensor], grads: list[Tensor] | None = None) -> None:
+        """Record the outputs and gradients of a forward/backward run elsewhere: the next weights use them.
+
+        Args:
+            activations: one ``(N, C, *S)`` output per target layer (after ``reshape_transform``, if any).
+            grads: the explained scores' gradients with respect to ``activations``, same shapes.
+
+        Raises:
+            ValueError: missing ``grads``, or not one activation and one gradient per target layer.
+
+        """
+        if grads is None or len(grads) != len(activations):
+            raise ValueError(f"{self.__class__.__name__} needs one gradient per activation")
+        super().supply(activations)
+        self.hook_g = list(grads)
+        self._grads_supplied = True
 
     def _hook_g(self, _module: nn.Module, _inputs: tuple[Any, ...], output: Any, idx: int = 0) -> None:
         if self._hooks_enabled:
@@ -93,6 +111,8 @@ class _GradCAM(_CAM):
             self.hook_g[idx] = grad.detach()
 
     def _grads(self, class_idx: ClassIdx | None, scores: Any, **kwargs: Any) -> list[Tensor]:
+        if self._grads_supplied:
+            return self.hook_g  # type: ignore[return-value]
         self._backprop(scores, class_idx, **kwargs)
         return self.hook_g  # type: ignore[return-value]
 

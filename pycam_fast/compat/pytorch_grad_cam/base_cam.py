@@ -11,6 +11,14 @@ The only host copy is the final ``numpy()`` (and, with ``eigen_smooth`` / Eigen 
 NumPy's singular-vector sign). Gradients are taken with ``torch.autograd.grad`` w.r.t. the hooked outputs only:
 parameter ``.grad`` is untouched and only the tail after the target layers is back-propagated.
 
+Fast path (:mod:`._fast`; on by default, ``fast=False`` or ``cam.fast = False`` switches it off): the layers before
+the first target layer run without recording, and the gradients of a ``global average pool -> flatten -> Linear``
+tail with ``targets=None`` / ``ClassifierOutputTarget`` come in closed form (no backward; other targets and tails
+back-propagate through the tail only). For a model in eval mode with a 4-D input, the forward runs on a private
+conv-batchnorm-folded, channels-last copy of the model (maps within ~5e-6 of the exact path's; eigen projections and
+FEM keep the model's own arithmetic). ``cam.last_path``, ``cam.last_model`` and ``cam.fallback_reason`` say how the
+last call ran. A ``reshape_transform``, an untraceable model or a target layer called twice take the exact path.
+
 Deliberate differences: the model's training flags are restored after each call (pytorch-grad-cam leaves the
 model in eval mode); ``targets`` must hold one target per sample (pytorch-grad-cam silently explains only the first
 ``len(targets)`` samples); 3-D inputs are resized trilinearly (pytorch-grad-cam uses ``scipy.ndimage.zoom``, whose
@@ -31,8 +39,9 @@ from torch import Tensor, nn
 from ...hooks import model_eval
 from ...methods.core import _CAM
 from ...methods.eigen import principal_projection
-from ...reference import minmax_normalize, upsample
+from ...reference import minmax_normalize
 from ...targets import OutputTarget
+from ._fast import EXACT, FastForward, argmax_classes
 
 __all__ = ["EPS", "BaseCAM"]
 
@@ -54,6 +63,8 @@ class BaseCAM:
         target_layers: a non-empty list of submodules of ``model``.
         reshape_transform: applied to the hooked activations and gradients (e.g.
             :func:`~pycam_fast.compat.pytorch_grad_cam.utils.reshape_transforms.vit_reshape_transform`).
+        fast: allow the fast path (private optimised model copy, closed-form gradients; see :mod:`._fast`);
+            also settable later as ``cam.fast``.
 
     Raises:
         TypeError: ``target_layers`` is not a list of modules, or a non-callable ``reshape_transform``.
@@ -68,12 +79,19 @@ class BaseCAM:
     supports_eigen_smooth: ClassVar[bool] = True
     #: keyword arguments of the extractor's weight computation (e.g. pytorch-grad-cam's epsilons)
     weight_kwargs: ClassVar[dict[str, Any]] = {}
+    #: whether the method may run on the private model copy (it only reads target activations and gradients)
+    supports_fast_path: ClassVar[bool] = True
+    #: whether the optimised model copy may run the forward (False where the map amplifies fp32 rounding
+    #: differences); an instance attribute overrides it
+    optimized_copy: bool = True
 
     def __init__(
         self,
         model: nn.Module,
         target_layers: Sequence[nn.Module],
         reshape_transform: Callable[[Tensor], Tensor] | None = None,
+        *,
+        fast: bool = True,
         **extractor_kwargs: Any,
     ) -> None:
         if not isinstance(target_layers, (list, tuple)) or not target_layers:
@@ -87,6 +105,14 @@ class BaseCAM:
         self._extractor = self.extractor_cls(
             model, self.target_layers, enable_hooks=False, reshape_transform=reshape_transform, **extractor_kwargs
         )
+        self.fast = fast
+        #: how the last forward ran: ``"exact"``, ``"closed_form"``, ``"tail_autograd"`` or ``"no_grad"``
+        self.last_path: str | None = None
+        #: which network ran the last forward: ``"copy"`` (the optimised private copy) or ``"model"``
+        self.last_model: str | None = None
+        #: why the last forward did not run on the optimised copy (``None`` when it did)
+        self.fallback_reason: str | None = None
+        self._fast_forward = FastForward(model, self._extractor.target_names) if self.supports_fast_path else None
 
     # -- call ------------------------------------------------------------------------------------------------------
     def __call__(
@@ -123,12 +149,61 @@ class BaseCAM:
 
     def forward(self, x: Tensor, targets: list[OutputTarget] | None, eigen_smooth: bool = False) -> Tensor:
         """One forward and the aggregated maps ``(N, H, W)`` on the device (no host copy)."""
+        exact_reason = self._tail_only_unavailable()
+        copy_reason = exact_reason or self._copy_unavailable(x, eigen_smooth)
         with model_eval(self.model), self._recording():
-            self.outputs = outputs = self._model_forward(x)
-            class_idx = _argmax_classes(outputs) if targets is None else None
+            if exact_reason is None:
+                fast = self._fast_forward.run(  # type: ignore[union-attr]
+                    x, targets, self.uses_gradients, on_copy=copy_reason is None
+                )
+                self._extractor.supply(fast.activations, fast.grads)
+                self.outputs = outputs = fast.outputs
+                class_idx, self.last_path = fast.class_idx, fast.path
+                self.last_model = "copy" if fast.on_copy else "model"
+            else:
+                self.outputs = outputs = self._model_forward(x)
+                class_idx = argmax_classes(outputs) if targets is None else None
+                self.last_path, self.last_model = EXACT, "model"
+            self.fallback_reason = copy_reason
             maps = self._layer_maps(class_idx, outputs, targets, eigen_smooth)
         with torch.no_grad():
-            return self.aggregate_multi_layers([upsample(m, x.shape[2:]) for m in maps])
+            return self._resize_and_aggregate(maps, tuple(x.shape[2:]))
+
+    def _resize_and_aggregate(self, maps: list[Tensor], size: tuple[int, ...]) -> Tensor:
+        """Per-layer ``(N, h_l, w_l)`` maps -> resized to ``size``, aggregated: ``(N, *size)``.
+
+        The resize (bilinear/trilinear, ``align_corners=False``) is the backend's fused CAM step over one unit-weight
+        channel; with a single layer it also does the final min-max normalisation (the layer mean and ReLU of
+        :meth:`aggregate_multi_layers` leave one non-negative map unchanged), so one pass writes the output.
+        """
+        ops = self._extractor._ops(maps[0])
+        unit = maps[0].new_ones(1, 1)
+        resized = [
+            ops.cam_step(unit, m.unsqueeze(1), relu=False, output_size=size, normalize=len(maps) == 1, eps=EPS)
+            for m in maps
+        ]
+        return resized[0] if len(maps) == 1 else self.aggregate_multi_layers(resized)
+
+    def _tail_only_unavailable(self) -> str | None:
+        """Why this call takes the exact path (``None``: a tail-only forward, see :mod:`._fast`)."""
+        if not self.fast:
+            return "the fast path is switched off (fast=False)"
+        if self._fast_forward is None:
+            return f"{type(self).__name__} runs the user's model itself"
+        return self._fast_forward.unavailable(self.reshape_transform)
+
+    def _copy_unavailable(self, x: Tensor, eigen_smooth: bool) -> str | None:
+        """Why a tail-only call runs the user's model rather than the optimised copy (``None``: the copy)."""
+        if not self.optimized_copy:
+            return f"{type(self).__name__} maps amplify rounding differences (optimized_copy=False)"
+        if eigen_smooth and self.supports_eigen_smooth:
+            return "eigen_smooth amplifies rounding differences"
+        return self._fast_forward.copy_unavailable(x)  # type: ignore[union-attr]
+
+    def reset_fast_copy(self) -> None:
+        """Drop the private model copy (after changing the weights through ``.data``, which is not detected)."""
+        if self._fast_forward is not None:
+            self._fast_forward.reset()
 
     def _model_forward(self, x: Tensor) -> Any:
         if not self.uses_gradients:
@@ -161,6 +236,10 @@ class BaseCAM:
     @staticmethod
     def aggregate_multi_layers(cams: list[Tensor]) -> Tensor:
         """Stack ``(N, H, W)`` maps, ReLU, mean over layers, min-max normalise: ``(N, H, W)``."""
+        if len(cams) == 1 and cams[0].is_floating_point():
+            # one layer: the mean of one map is the map, and the per-layer maps are already >= 0 (ReLU'd, then
+            # resized with non-negative weights), so only the final normalisation changes the values (same numbers)
+            return minmax_normalize(torch.relu(cams[0]), EPS)
         stacked = torch.relu(torch.stack(cams, dim=1))
         return minmax_normalize(stacked.mean(dim=1), EPS)
 
@@ -232,13 +311,3 @@ class BaseCAM:
         extractor = getattr(self, "_extractor", None)
         if extractor is not None:
             extractor.remove_hooks()
-
-
-def _argmax_classes(outputs: Any) -> list[int]:
-    if not isinstance(outputs, Tensor) or outputs.ndim != 2:
-        shape = tuple(outputs.shape) if isinstance(outputs, Tensor) else type(outputs).__name__
-        raise ValueError(
-            f"targets=None explains each sample's top class of an (N, K) output, but the model returned {shape}: "
-            "pass `targets`, e.g. [SemanticSegmentationTarget(c, mask)] * N"
-        )
-    return outputs.argmax(dim=-1).tolist()

@@ -81,6 +81,7 @@ class EigenCAM(BaseCAM):
     extractor_cls = partial(_EigenCAM, sign="numpy")  # type: ignore[assignment]
     uses_gradients = False
     supports_eigen_smooth = False
+    optimized_copy = False  # the principal component amplifies rounding differences
 
 
 class EigenGradCAM(BaseCAM):
@@ -88,6 +89,7 @@ class EigenGradCAM(BaseCAM):
 
     extractor_cls = partial(_EigenGradCAM, sign="numpy")  # type: ignore[assignment]
     supports_eigen_smooth = False
+    optimized_copy = False  # the principal component amplifies rounding differences
 
 
 class FEM(BaseCAM):
@@ -98,16 +100,25 @@ class FEM(BaseCAM):
         target_layers: a non-empty list of submodules of ``model``.
         reshape_transform: applied to the hooked activations.
         k: the threshold in standard deviations.
+        fast: allow the fast path (see :class:`BaseCAM`).
 
     """
 
     extractor_cls = methods.FEM
     uses_gradients = False
     supports_eigen_smooth = False
+    optimized_copy = False  # a position at the threshold can flip with rounding
 
-    def __init__(self, model: nn.Module, target_layers: list[nn.Module], reshape_transform: Any = None,
-                 k: float = 2) -> None:
-        super().__init__(model, target_layers, reshape_transform, k=k)
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layers: list[nn.Module],
+        reshape_transform: Any = None,
+        k: float = 2,
+        *,
+        fast: bool = True,
+    ) -> None:
+        super().__init__(model, target_layers, reshape_transform, fast=fast, k=k)
 
     @property
     def k(self) -> float:
@@ -160,6 +171,7 @@ class ScoreCAM(BaseCAM):
 
     extractor_cls = _ScoreWeights
     uses_gradients = False
+    supports_fast_path = False  # its masked forwards run the user's model
 
     def __init__(self, model: nn.Module, target_layers: list[nn.Module], reshape_transform: Any = None) -> None:
         super().__init__(model, target_layers, reshape_transform, batch_size=_SCORE_BATCH)
@@ -197,6 +209,7 @@ class AblationCAM(BaseCAM):
 
     extractor_cls = _AblationCAM
     uses_gradients = False
+    supports_fast_path = False  # it evaluates the model's own tail
 
     def __init__(
         self,
