@@ -16,7 +16,12 @@
 #include <algorithm>
 #include <bit>
 #include <cstring>
+#include <type_traits>
 #include <vector>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "../kernel_math.h"
 #include "../op_utils.h"
@@ -35,7 +40,26 @@ template <typename scalar_t, bool kUnitStride>
 inline void row_indices(const scalar_t* __restrict src, int64_t sx, const int32_t* __restrict off,
                         int32_t* __restrict idx, int64_t w) {
   using acc_t = at::opmath_type<scalar_t>;
-  for (int64_t x = 0; x < w; ++x) idx[x] = off[x] + math::pixel_byte<scalar_t, acc_t>(src[kUnitStride ? x : x * sx]);
+  int64_t x = 0;
+#if defined(__SSE2__)
+  if constexpr (kUnitStride && std::is_same_v<scalar_t, float>) {
+    // math::pixel_byte<float, float>, 4 pixels per step: _mm_max_ps(x, 0) returns its second operand for NaN, so
+    // it is `x > 0 ? x : 0`, followed by the same min, mul, add (separately rounded) and truncation; the tests
+    // compare it with the scalar form (row tails, GPU) and the reference. GCC vectorises the scalar selects into
+    // compare/and/or chains: 12.6 ms vs 5.7 ms per 9.6M pixels, a quarter of the whole op on fp32 images.
+    const __m128 zero = _mm_setzero_ps();
+    const __m128 one = _mm_set1_ps(1.0f);
+    const __m128 scale = _mm_set1_ps(255.0f);
+    const __m128 half = _mm_set1_ps(0.5f);
+    for (; x + 4 <= w; x += 4) {
+      const __m128 c = _mm_min_ps(_mm_max_ps(_mm_loadu_ps(src + x), zero), one);
+      const __m128i v = _mm_cvttps_epi32(_mm_add_ps(_mm_mul_ps(c, scale), half));
+      const __m128i o = _mm_loadu_si128(reinterpret_cast<const __m128i*>(off + x));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(idx + x), _mm_add_epi32(o, v));
+    }
+  }
+#endif
+  for (; x < w; ++x) idx[x] = off[x] + math::pixel_byte<scalar_t, acc_t>(src[kUnitStride ? x : x * sx]);
 }
 
 // d[x] = tab[idx[x]]. The lookups cannot vectorise (no gather below AVX2), so the loop is bound by loads and
