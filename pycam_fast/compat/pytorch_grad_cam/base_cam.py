@@ -151,7 +151,7 @@ class BaseCAM:
         """One forward and the aggregated maps ``(N, H, W)`` on the device (no host copy)."""
         exact_reason = self._tail_only_unavailable()
         copy_reason = exact_reason or self._copy_unavailable(x, eigen_smooth)
-        with model_eval(self.model), self._recording():
+        with model_eval(self.model), self._recording(hooks=exact_reason is not None):
             if exact_reason is None:
                 fast = self._fast_forward.run(  # type: ignore[union-attr]
                     x, targets, self.uses_gradients, on_copy=copy_reason is None
@@ -279,8 +279,10 @@ class BaseCAM:
         return list(targets)
 
     @contextmanager
-    def _recording(self) -> Iterator[None]:
-        self._extractor.enable_hooks()
+    def _recording(self, hooks: bool = True) -> Iterator[None]:
+        """Extractor state for one forward: hooks recording if ``hooks``; everything recorded is cleared on exit."""
+        if hooks:
+            self._extractor.enable_hooks()
         try:
             yield
         finally:
