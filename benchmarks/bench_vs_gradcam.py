@@ -3,8 +3,9 @@
 Usage: python benchmarks/bench_vs_gradcam.py [--threads 2] [--repeats 3] [--out benchmarks/results/vs_gradcam_cpu.md]
 
 Each case runs both libraries on the same model, input and targets (targets=None: each image's top class), reports
-the median wall time over ``--repeats`` calls after one warm-up call, images per second, the speed-up and the
-largest absolute difference between the two outputs.
+the median wall time over ``--repeats`` calls after one warm-up call, images per second, the speed-up, the
+largest absolute difference between the two outputs and the route pycam_fast took (``cam.last_model`` /
+``cam.last_path``: the optimised private copy or the model itself; closed-form, tail-autograd or no-grad).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ CASES = [  # (method, batch, repeats override)
     ("GradCAM", 16, None),
     ("GradCAMPlusPlus", 16, None),
     ("LayerCAM", 16, None),
+    ("XGradCAM", 16, None),
+    ("HiResCAM", 16, None),
+    ("GradCAMElementWise", 16, None),
     ("EigenCAM", 16, None),
     ("ScoreCAM", 1, 1),
     ("AblationCAM", 1, 1),
@@ -61,6 +65,7 @@ def _time_pair(name: str, model: torch.nn.Module, x: torch.Tensor, repeats: int,
     cams = [_make(pgc, name, model), _make(ours, name, model)]
     times: list[list[float]] = [[], []]
     results = [None, None]
+    route = "?"
     try:
         with contextlib.redirect_stderr(io.StringIO()):  # pytorch-grad-cam's tqdm bars
             for i, cam in enumerate(cams):
@@ -71,10 +76,11 @@ def _time_pair(name: str, model: torch.nn.Module, x: torch.Tensor, repeats: int,
                     start = time.perf_counter()
                     results[i] = cam(x, None)
                     times[i].append(time.perf_counter() - start)
+        route = f"{cams[1].last_model}, {cams[1].last_path}".replace("_", " ")
     finally:
         for cam in cams:
             cam.__exit__(None, None, None)
-    return statistics.median(times[0]), statistics.median(times[1]), results[0], results[1]
+    return statistics.median(times[0]), statistics.median(times[1]), results[0], results[1], route
 
 
 def main() -> None:
@@ -90,9 +96,11 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     for name, batch, repeats in CASES:
         x = torch.randn(batch, 3, 224, 224)
-        t_theirs, t_ours, theirs, mine = _time_pair(name, model, x, repeats or args.repeats, warmup=repeats is None)
+        t_theirs, t_ours, theirs, mine, route = _time_pair(
+            name, model, x, repeats or args.repeats, warmup=repeats is None
+        )
         diff = float(np.abs(theirs - mine).max())
-        rows.append((name, batch, batch / t_theirs, batch / t_ours, t_theirs / t_ours, diff))
+        rows.append((name, batch, batch / t_theirs, batch / t_ours, t_theirs / t_ours, diff, route))
         print(f"{name:16s} batch {batch:2d}: grad-cam {batch / t_theirs:7.2f} img/s, pycam_fast "
               f"{batch / t_ours:7.2f} img/s, x{t_theirs / t_ours:.2f}, max|diff| {diff:.1e}", flush=True)
     args.load = (load_before, os.getloadavg()[0])
@@ -114,10 +122,10 @@ def _write(args: argparse.Namespace, rows: list[tuple]) -> None:
         "absolute rates are noisy, the two libraries' calls are interleaved so ratios are fairer)",
         "- command: `python benchmarks/bench_vs_gradcam.py`",
         "",
-        "| method | batch | grad-cam img/s | pycam_fast img/s | speed-up | max abs diff |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| method | batch | grad-cam img/s | pycam_fast img/s | speed-up | max abs diff | pycam_fast route |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
-    lines += [f"| {n} | {b} | {a:.2f} | {o:.2f} | {s:.2f}x | {d:.1e} |" for n, b, a, o, s, d in rows]
+    lines += [f"| {n} | {b} | {a:.2f} | {o:.2f} | {s:.2f}x | {d:.1e} | {r} |" for n, b, a, o, s, d, r in rows]
     with open(args.out, "w") as handle:
         handle.write("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
