@@ -1,6 +1,6 @@
 """Batched ``pycam_fast.utils.overlay`` against TorchCAM's PIL ``overlay_mask`` (per image, incl. to_pil_image).
 
-Usage: python benchmarks/bench_overlay.py [--out benchmarks/results/overlay_cpu.md] [--repeats 5]
+Usage: python benchmarks/bench_overlay.py [--out benchmarks/results/overlay_cpu.md] [--repeats 9]
 Float images 224x224 in [0, 1], 7x7 maps, batches 1, 8 and 64. Two clocks: wall time with torch's default threads,
 and CPU time (all threads) with one torch thread, which is steadier on a shared machine.
 """
@@ -32,6 +32,10 @@ def _cpu_name() -> str:
     return f"{fields.get('Model name', '?').strip()} ({fields.get('CPU(s)', '?').strip()} logical CPUs)"
 
 
+def _loads(loads: tuple[float, float, float]) -> str:
+    return ", ".join(f"{x:.1f}" for x in loads)
+
+
 def _row(batch: int, repeats: int, threads: int, clock_name: str) -> str:
     clock = time.process_time if clock_name == "cpu" else time.perf_counter
     default = torch.get_num_threads()
@@ -47,9 +51,10 @@ def _row(batch: int, repeats: int, threads: int, clock_name: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/overlay_cpu.md"))
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9, help="timed calls of overlay (the baseline: half)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 64])
     args = parser.parse_args()
+    load_before = os.getloadavg()
     rows = []
     for batch in args.batches:
         for threads, clock_name in ((torch.get_num_threads(), "wall"), (1, "wall"), (1, "cpu")):
@@ -60,7 +65,8 @@ def main() -> None:
         "# overlay benchmark (cpu)",
         "",
         f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
-        f"- machine: {_cpu_name()}; shared, load average {', '.join(f'{x:.1f}' for x in os.getloadavg())} at the end",
+        f"- machine: {_cpu_name()}; shared, load average (1, 5, 15 min) {_loads(load_before)} at the start, "
+        f"{_loads(os.getloadavg())} at the end",
         f"- torch: {torch.__version__}; pillow {vers['pillow']}, matplotlib {vers['matplotlib']}, "
         f"torchcam {vers['torchcam']}",
         "- images: float (N, 3, 224, 224) in [0, 1], maps (N, 7, 7), alpha 0.5, 'jet'; medians of timed loops",
