@@ -101,8 +101,11 @@ def main() -> None:
         )
         diff = float(np.abs(theirs - mine).max())
         rows.append((name, batch, batch / t_theirs, batch / t_ours, t_theirs / t_ours, diff, route))
-        print(f"{name:16s} batch {batch:2d}: grad-cam {batch / t_theirs:7.2f} img/s, pycam_fast "
-              f"{batch / t_ours:7.2f} img/s, x{t_theirs / t_ours:.2f}, max|diff| {diff:.1e}", flush=True)
+        print(
+            f"{name:16s} batch {batch:2d}: grad-cam {batch / t_theirs:7.2f} img/s, pycam_fast "
+            f"{batch / t_ours:7.2f} img/s, x{t_theirs / t_ours:.2f}, max|diff| {diff:.1e}",
+            flush=True,
+        )
     args.load = (load_before, os.getloadavg()[0])
     _write(args, rows)
 
