@@ -116,8 +116,10 @@ def test_filters_differ_from_plain_gradcam():
     torch.manual_seed(0)
     model = SmallCNN().double().eval()
     x = torch.randn(2, 3, 19, 21, dtype=torch.float64)
-    maps = {f: _ours("GradCAM", model, "features.3", x, 2, torch.float64, "torch", False, gradient_filter=f)
-            for f in (None, "guided", "deconv")}
+    maps = {
+        f: _ours("GradCAM", model, "features.3", x, 2, torch.float64, "torch", False, gradient_filter=f)
+        for f in (None, "guided", "deconv")
+    }
     assert not torch.allclose(maps[None], maps["deconv"])
     assert not torch.allclose(maps["guided"], maps[None])
 

@@ -188,19 +188,29 @@ def test_target_values_match():
     one, batch = torch.randn(10), torch.randn(4, 10)
     mask = (np.random.default_rng(0).random((5, 6)) > 0.5).astype(np.float32)
     seg = torch.randn(3, 5, 6)
-    for name, args in [("ClassifierOutputTarget", (3,)), ("ClassifierOutputSoftmaxTarget", (3,)),
-                       ("BinaryClassifierOutputTarget", (0,)), ("SoftmaxOutputTarget", ()),
-                       ("RawScoresOutputTarget", ())]:
+    for name, args in [
+        ("ClassifierOutputTarget", (3,)),
+        ("ClassifierOutputSoftmaxTarget", (3,)),
+        ("BinaryClassifierOutputTarget", (0,)),
+        ("SoftmaxOutputTarget", ()),
+        ("RawScoresOutputTarget", ()),
+    ]:
         for out in (one, batch):
             torch.testing.assert_close(getattr(our_targets, name)(*args)(out), getattr(pgc_targets, name)(*args)(out))
-    torch.testing.assert_close(our_targets.SemanticSegmentationTarget(1, mask)(seg),
-                               pgc_targets.SemanticSegmentationTarget(1, mask)(seg))
-    detections = {"boxes": torch.tensor([[0.0, 0, 10, 10], [5, 5, 20, 20]]), "labels": torch.tensor([1, 2]),
-                  "scores": torch.tensor([0.9, 0.8])}
+    torch.testing.assert_close(
+        our_targets.SemanticSegmentationTarget(1, mask)(seg), pgc_targets.SemanticSegmentationTarget(1, mask)(seg)
+    )
+    detections = {
+        "boxes": torch.tensor([[0.0, 0, 10, 10], [5, 5, 20, 20]]),
+        "labels": torch.tensor([1, 2]),
+        "scores": torch.tensor([0.9, 0.8]),
+    }
     boxes = np.array([[1.0, 1, 10, 10], [5, 5, 19, 21], [30, 30, 40, 40]])
     for labels in ([1, 2, 1], [2, 2, 2]):
-        torch.testing.assert_close(our_targets.FasterRCNNBoxScoreTarget(labels, boxes)(detections),
-                                   pgc_targets.FasterRCNNBoxScoreTarget(labels, boxes)(detections))
+        torch.testing.assert_close(
+            our_targets.FasterRCNNBoxScoreTarget(labels, boxes)(detections),
+            pgc_targets.FasterRCNNBoxScoreTarget(labels, boxes)(detections),
+        )
     empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0), "scores": torch.zeros(0)}
     assert our_targets.FasterRCNNBoxScoreTarget([1], boxes)(empty).item() == 0
 
@@ -210,8 +220,9 @@ def test_image_utils_match():
     img = rng.random((13, 17, 3)).astype(np.float32)
     mask = rng.random((13, 17)).astype(np.float32)
     for kw in ({}, {"use_rgb": True, "image_weight": 0.3}):
-        np.testing.assert_array_equal(our_image.show_cam_on_image(img, mask, **kw),
-                                      pgc_image.show_cam_on_image(img, mask, **kw))
+        np.testing.assert_array_equal(
+            our_image.show_cam_on_image(img, mask, **kw), pgc_image.show_cam_on_image(img, mask, **kw)
+        )
     for arr in (img, (img * 255).astype(np.uint8)):
         kw = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
         torch.testing.assert_close(our_image.preprocess_image(arr, **kw), pgc_image.preprocess_image(arr, **kw))
@@ -229,8 +240,9 @@ def test_reshape_transforms_match():
     torch.testing.assert_close(our_reshape.vit_reshape_transform(vit), pgc_reshape.vit_reshape_transform(vit))
     torch.testing.assert_close(our_reshape.swinT_reshape_transform(swin), pgc_reshape.swinT_reshape_transform(swin))
     fpn = {"0": torch.randn(1, 4, 8, 8), "pool": torch.randn(1, 4, 2, 2)}
-    torch.testing.assert_close(our_reshape.fasterrcnn_reshape_transform(fpn),
-                               pgc_reshape.fasterrcnn_reshape_transform(fpn))
+    torch.testing.assert_close(
+        our_reshape.fasterrcnn_reshape_transform(fpn), pgc_reshape.fasterrcnn_reshape_transform(fpn)
+    )
     with pytest.raises(ValueError, match="height"):
         our_reshape.vit_reshape_transform(torch.randn(2, 50, 8))
 

@@ -28,9 +28,7 @@ def add_parser(subparsers: Any) -> None:
         description="Run CAM methods on the offline demo model (synthetic shapes, 64x64) and score how well each "
         "map localises the object (pointing game, energy in mask).",
     )
-    parser.add_argument(
-        "--out", type=Path, default=Path("demo_out"), help="output folder (default: %(default)s)"
-    )
+    parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default: %(default)s)")
     parser.add_argument(
         "--methods", nargs="+", default=list(DEFAULT_METHODS), metavar="M", help="methods (default: %(default)s)"
     )

@@ -141,9 +141,7 @@ class Explainer:
     def _target(self, inputs: Tensor) -> nn.Module:
         modules = dict(self.model.named_modules())
         if self._target_name is None:
-            (self._target_name,) = resolve_target_names(
-                self.model, self._target_spec, tuple(inputs.shape[1:]), modules
-            )
+            (self._target_name,) = resolve_target_names(self.model, self._target_spec, tuple(inputs.shape[1:]), modules)
             split = split_tail(self.model, self._target_name)
             self._tail = split.tail
             if split.tail is None and self.method == "ablationcam":
@@ -215,9 +213,7 @@ class Explainer:
             return tuple(inputs.shape[2:])
         return self.output_size  # type: ignore[return-value]
 
-    def _explain(
-        self, target: nn.Module, inputs: Tensor, class_idx: Any, targets: Any
-    ) -> tuple[Tensor, Tensor]:
+    def _explain(self, target: nn.Module, inputs: Tensor, class_idx: Any, targets: Any) -> tuple[Tensor, Tensor]:
         record = self.method in _GRADIENT and (self._head is None or targets is not None)
         fwd = self._forward(inputs, record=record and self.method != "smoothgradcampp")
         self.logits = fwd.output.detach() if isinstance(fwd.output, Tensor) else fwd.output
@@ -241,9 +237,7 @@ class Explainer:
         with torch.enable_grad():  # the score selection joins the tail's graph even under the caller's no_grad
             return fwd.grads(select_scores(fwd.output, cls, fns)).detach()
 
-    def _gradient_weights(
-        self, inputs: Tensor, fwd: Any, acts: Tensor, cls: Any, fns: Any, record: bool
-    ) -> Tensor:
+    def _gradient_weights(self, inputs: Tensor, fwd: Any, acts: Tensor, cls: Any, fns: Any, record: bool) -> Tensor:
         ops = self._ops(acts)
         if self.method != "smoothgradcampp":
             return _grad_weights(self.method, ops, self._grads(fwd, acts, cls, fns, record), acts, self.eps)
@@ -390,4 +384,3 @@ def _progress_bar(total: int, enabled: bool, desc: str) -> Any:
         log_once("pycam_fast: progress=True needs tqdm (pip install tqdm); running without a progress bar")
         return _NoBar()
     return tqdm(total=total, desc=desc, unit="fwd")
-
