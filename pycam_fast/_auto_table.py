@@ -12,15 +12,21 @@ from __future__ import annotations
 __all__ = ["AUTO_TABLE", "MEASURED_ON", "preferred_backend"]
 
 #: Where the table was measured (device, torch and triton versions, date); ``None`` until measured.
-MEASURED_ON: str | None = "NVIDIA H100 80GB HBM3, torch 2.11.0+cu130, triton 3.6.0, CUDA 13.0, copy 2950 GB/s, 2026-11-22"
+MEASURED_ON: str | None = (
+    "NVIDIA H100 80GB HBM3, torch 2.11.0+cu130, triton 3.6.0, CUDA 13.0, copy 2950 GB/s, 2026-11-22"
+)
 
 #: ``{device_type: {op_name: backend_name}}``; op names are the :mod:`pycam_fast.reference` op functions.
-AUTO_TABLE: dict[str, dict[str, str]] = {"cuda": {"cam_step": "cuda",
-          "gradcam_weights": "cuda",
-          "gradcampp_weights": "cuda",
-          "gradcampp_weights_torchcam": "cuda",
-          "masked_inputs": "cuda",
-          "xgradcam_weights": "cuda"}}
+AUTO_TABLE: dict[str, dict[str, str]] = {
+    "cuda": {
+        "cam_step": "cuda",
+        "gradcam_weights": "cuda",
+        "gradcampp_weights": "cuda",
+        "gradcampp_weights_torchcam": "cuda",
+        "masked_inputs": "cuda",
+        "xgradcam_weights": "cuda",
+    }
+}
 
 
 def preferred_backend(op_name: str, device_type: str) -> str | None:

@@ -195,7 +195,10 @@ class BaseCAM:
     def _copy_unavailable(self, x: Tensor, eigen_smooth: bool) -> str | None:
         """Why a tail-only call runs the user's model rather than the optimised copy (``None``: the copy)."""
         if not self.optimized_copy:
-            return f"{type(self).__name__} maps amplify rounding differences (optimized_copy=False)"
+            return (
+                f"optimized_copy is False for this {type(self).__name__} (the default where the map amplifies fp32 "
+                "rounding differences: Eigen methods, FEM)"
+            )
         if eigen_smooth and self.supports_eigen_smooth:
             return "eigen_smooth amplifies rounding differences"
         return self._fast_forward.copy_unavailable(x)  # type: ignore[union-attr]
