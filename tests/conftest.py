@@ -36,3 +36,13 @@ class SmallCNN(nn.Module):
 def small_cnn() -> nn.Module:
     torch.manual_seed(0)
     return SmallCNN().eval()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``): on 2 shared cores,
+    two OpenMP threads run the model-heavy parity suites several times slower than one."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -18,12 +18,7 @@ BENCHMARKED = ["GradCAM", "GradCAMPlusPlus", "LayerCAM"]
 COPY_METHODS = [*BENCHMARKED, "XGradCAM", "HiResCAM", "GradCAMElementWise"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _resnet():

@@ -13,12 +13,7 @@ BACKENDS = ["torch", "cpp"]
 TOL = {torch.float64: 1e-9, torch.float32: 2e-5}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _forward(model, layer, x, class_idx):
