@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +20,7 @@ import torch
 import torchcam
 import torchcam.methods as tc
 import torchvision
+from _machine import cpu_name, load_average
 
 import pycam_fast.methods as pf
 
@@ -71,16 +71,15 @@ def main() -> None:
         row = f"| {name} | {x.shape[0]} x {x.shape[-1]}px | {best_tc:.3f} | {best_pf:.3f} | {best_tc / best_pf:.2f}x |"
         print(row, flush=True)
         rows.append(row)
-    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    machine = next((ln.split(":", 1)[1].strip() for ln in cpu.splitlines() if "Model name" in ln), "?")
-    load = open("/proc/loadavg").read().split()[:3]
+    machine = cpu_name()
+    load = load_average()
     lines = [
         "# Drop-in classes vs TorchCAM 0.5.0 (CPU)",
         "",
         f"Date {datetime.date.today()}, {machine}, 2 threads, torch {torch.__version__}, torchcam "
         f"{torchcam.__version__}. ResNet-18 random weights, `layer4`, hooked forward + CAM per call; TorchCAM and "
         f"pycam_fast calls alternate, fastest of {args.rounds} (Score-CAM family: 1 call each). Load average at the "
-        f"end: {' '.join(load)}. Command: `python benchmarks/bench_dropin.py`.",
+        f"end: {load}. Command: `python benchmarks/bench_dropin.py`.",
         "",
         "| method | batch x input | TorchCAM s | pycam_fast s | speed-up |",
         "|---|---|---|---|---|",

@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import logging
-import subprocess
 import time
 from collections.abc import Callable
 
 import torch
 import torchvision
+from _machine import cpu_name, load_average
 
 logging.disable(logging.WARNING)
 
@@ -148,16 +148,11 @@ def _fidelity(model: torch.nn.Module, x: torch.Tensor) -> list[str]:
     return out
 
 
-def _machine() -> str:
-    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    return next((ln.split(":", 1)[1].strip() for ln in cpu.splitlines() if "Model name" in ln), "?")
-
-
 def _write_fidelity(path: str, rows: list[str], n: int) -> None:
     lines = [
         "# Score-CAM `top_k` fidelity (Faster Score-CAM approximation)",
         "",
-        f"Date {datetime.date.today()}, {_machine()}, torch {torch.__version__}. ResNet-18 random weights, layer4 "
+        f"Date {datetime.date.today()}, {cpu_name()}, torch {torch.__version__}. ResNet-18 random weights, layer4 "
         f"(512 channels), {n} random 224x224 images, maps at feature resolution (7x7), normalised to [0, 1]; "
         "exact = fp32 Score-CAM over all 512 channels. Command: `python benchmarks/bench_engine.py --parts fid`.",
         "",
@@ -191,17 +186,17 @@ def main() -> None:
     print(pert, flush=True)
     import torchcam
 
-    load = open("/proc/loadavg").read().split()[:3]
+    load = load_average()
     tc_time = dict((r[0], r[1]) for r in grad + pert)
     lines = [
         "# Engine throughput, CPU",
         "",
-        f"Date {datetime.date.today()}, {_machine()}, 2 threads, torch {torch.__version__}, torchcam "
+        f"Date {datetime.date.today()}, {cpu_name()}, 2 threads, torch {torch.__version__}, torchcam "
         f"{torchcam.__version__}, pytorch-grad-cam 1.5.7. ResNet-18 random weights, 224x224. Gradient methods: batch "
         f"{args.batch}, mean of {args.repeats} calls after a warm-up (pytorch-grad-cam: 1 call). Perturbation methods: "
         "1 image, Score-CAM chunks of 64 (TorchCAM: 32); TorchCAM and the drop-in ScoreCAM: the faster of 2 "
         "alternating cold calls; engine: mean after a warm-up. Load average at the end: "
-        f"{' '.join(load)}. Command: `python benchmarks/bench_engine.py --parts grad pert`.",
+        f"{load}. Command: `python benchmarks/bench_engine.py --parts grad pert`.",
         "",
         "## Gradient methods (layer4)",
         "",

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import subprocess
 import time
 from collections.abc import Callable
 
 import torch
 import torchvision
+from _machine import cpu_name, load_average
 
 from pycam_fast.engine.fast_model import FastModel
 
@@ -62,14 +62,13 @@ def main() -> None:
             rate = flops / _best(lambda fn=fn, inp=inp: fn(inp), 3) / 1e9
         rows.append(f"| {name} | {rate:.0f} | {100 * rate / gemm:.0f}% |")
         print(rows[-1], flush=True)
-    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    machine = next((ln.split(":", 1)[1].strip() for ln in cpu.splitlines() if "Model name" in ln), "?")
-    load = open("/proc/loadavg").read().split()[:3]
+    machine = cpu_name()
+    load = load_average()
     lines = [
         "# fp32 compute ceiling of the Score-CAM masked forwards (CPU)",
         "",
         f"Date {datetime.date.today()}, {machine}, 2 threads, torch {torch.__version__}; load average "
-        f"{' '.join(load)}. Fastest of repeated calls. Command: `python benchmarks/bench_roofline.py`.",
+        f"{load}. Fastest of repeated calls. Command: `python benchmarks/bench_roofline.py`.",
         "",
         f"fp32 GEMM (2048^3 matmul): **{gemm:.0f} GFLOP/s**. ResNet-18 forward, batch {args.batch}, 224x224 "
         f"({2 * RESNET18_MACS / 1e9:.2f} GFLOP per image):",

@@ -1,0 +1,20 @@
+"""Machine facts every benchmark table records (shared by the benchmark scripts, which run from this folder)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+
+def cpu_name() -> str:
+    """The CPU model from ``lscpu`` (``"?"`` when it is unavailable)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+    return next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "?")
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, e.g. ``"0.42 0.51 0.60"``."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
