@@ -28,8 +28,9 @@ import torch
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
-from pycam_fast import _compiled as compiled  # noqa: E402
-from pycam_fast import reference as ref  # noqa: E402
+from pycam_fast import ops  # noqa: E402
+from pycam_fast.ops import compiled  # noqa: E402
+from pycam_fast.ops import reference as ref  # noqa: E402
 
 OUT_SIZE = (224, 224)
 DEFAULT_SIZES = ["1x512x7x7", "8x512x7x7", "16x2048x7x7", "64x2048x7x7"]
@@ -83,6 +84,7 @@ def _time(fn: Callable[[], object], device: str, repeat: int, min_time: float = 
 
 def _case(op: str, n: int, c: int, h: int, w: int, device: str):
     """(kernel fn, reference fn, args, bytes moved by an ideal kernel)."""
+    backend = "cuda" if device == "cuda" else "cpp"
     g = torch.Generator(device="cpu").manual_seed(0)
     acts = torch.randn(n, c, h, w, generator=g).relu_().to(device)
     grads = torch.randn(n, c, h, w, generator=g).to(device)
@@ -92,7 +94,7 @@ def _case(op: str, n: int, c: int, h: int, w: int, device: str):
         kw = {"output_size": OUT_SIZE}
         moved = (acts.numel() + weights.numel() + n * OUT_SIZE[0] * OUT_SIZE[1]) * el
         return (
-            (lambda: compiled.cam_step(weights, acts, **kw)),
+            (lambda: ops.cam_step(weights, acts, **kw, backend=backend)),
             (lambda fn=ref.cam_step: fn(weights, acts, **kw)),
             ref.cam_step,
             (weights, acts),
@@ -100,20 +102,20 @@ def _case(op: str, n: int, c: int, h: int, w: int, device: str):
             moved,
         )
     if op in ("xgradcam_weights", "gradcampp_weights"):
-        kern, fn = getattr(compiled, op), getattr(ref, op)
+        kern, fn = getattr(ops, op), getattr(ref, op)
         moved = (2 * grads.numel() + n * c) * el
-        return (lambda: kern(grads, acts)), (lambda: fn(grads, acts)), fn, (grads, acts), {}, moved
+        return (lambda: kern(grads, acts, backend=backend)), (lambda: fn(grads, acts)), fn, (grads, acts), {}, moved
     if op in ("gradcam_weights", "gradcampp_weights_torchcam"):
-        kern, fn = getattr(compiled, op), getattr(ref, op)
+        kern, fn = getattr(ops, op), getattr(ref, op)
         moved = (grads.numel() + n * c) * el
-        return (lambda: kern(grads)), (lambda: fn(grads)), fn, (grads,), {}, moved
+        return (lambda: kern(grads, backend=backend)), (lambda: fn(grads)), fn, (grads,), {}, moved
     if op == "masked_inputs":
         inputs = torch.randn(n, 3, *OUT_SIZE, generator=g).to(device)
         stop = min(MASK_PAIRS_PER_SAMPLE * n, n * c)
         kw = {"start": 0, "stop": stop}
         moved = (stop * (h * w + 3 * OUT_SIZE[0] * OUT_SIZE[1]) + 3 * OUT_SIZE[0] * OUT_SIZE[1]) * el
         return (
-            (lambda: compiled.masked_inputs(acts, inputs, 0, stop)),
+            (lambda: ops.masked_inputs(acts, inputs, 0, stop, backend=backend)),
             (lambda: ref.masked_inputs(acts, inputs, 0, stop)),
             ref.masked_inputs,
             (acts, inputs),

@@ -20,7 +20,7 @@ import torch
 import torchvision
 from _machine import cpu_name, load_average
 
-from pycam_fast.engine.fast_model import FastModel
+from pycam_fast.forward.private_copy import FastModel
 
 # Multiply-adds of one ResNet-18 forward at 224x224 (torchvision's documented 1.81 GFLOPS count MACs).
 RESNET18_MACS = 1.814e9

@@ -5,7 +5,7 @@ times each backend with ``triton.testing.do_bench`` (median, L2 flushed between 
 reference, and reports the achieved bandwidth (minimum bytes: every input read once + the output written once)
 as a fraction of a measured device-to-device copy. Then it rewrites
 
-* ``pycam_fast/_auto_table.py``: per op, the faster *correct* compiled backend (``triton`` or ``cuda``) by the
+* ``pycam_fast/ops/auto_table.json``: per op, the faster *correct* compiled backend (``triton`` or ``cuda``) by the
   geometric mean of its cases' times (ops where neither is available stay out of the table);
 * ``benchmarks/results/triton_gpu.md``: the full results.
 
@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import math
 import os
-import pprint
-import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-TABLE_PATH = ROOT / "pycam_fast" / "_auto_table.py"
+TABLE_PATH = ROOT / "pycam_fast" / "ops" / "auto_table.json"
 RESULTS_PATH = ROOT / "benchmarks" / "results" / "triton_gpu.md"
 COMPILED = ("triton", "cuda")  # the backends the auto table chooses between
 
@@ -90,15 +89,26 @@ def _copy_bandwidth(do_bench) -> float:
     return 2 * src.numel() / (ms * 1e-3) / 1e9
 
 
-def _implementations() -> dict[str, object]:
-    from pycam_fast import reference
-    from pycam_fast.registry import backends, get_ops
+class _Backend:
+    """The public ops of :mod:`pycam_fast.ops` pinned to one backend (``impl.cam_step(...)``)."""
 
-    impls: dict[str, object] = {"torch": reference}
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __getattr__(self, op: str) -> Callable:
+        from pycam_fast import ops
+
+        return functools.partial(getattr(ops, op), backend=self.name)
+
+
+def _implementations() -> dict[str, object]:
+    from pycam_fast import ops
+
+    impls: dict[str, object] = {"torch": _Backend("torch")}
     for name in COMPILED:
-        info = backends().get(name)
+        info = ops.backends().get(name)
         if info and info["available"]:
-            impls[name] = get_ops(name, "cuda")
+            impls[name] = _Backend(name)
         else:
             print(f"[bench] backend {name!r} unavailable: {info and info['reason']}", file=sys.stderr)
     return impls
@@ -107,7 +117,7 @@ def _implementations() -> dict[str, object]:
 def measure(reps_ms: int) -> tuple[list[Case], float, list[str]]:
     from triton.testing import do_bench
 
-    from pycam_fast import reference
+    from pycam_fast.ops import reference
 
     impls = _implementations()
     compiled_ref: dict[str, Callable] = {}
@@ -165,23 +175,11 @@ def _measured_on(copy_gbs: float) -> str:
 
 
 def write_table(table: dict[str, str], measured_on: str) -> None:
-    text = TABLE_PATH.read_text()
-    # Backend and op names hold no quotes: swapping them gives the double-quoted literal ruff format wants.
-    literal = pprint.pformat({"cuda": table} if table else {}, width=100).replace("'", '"')
-    text = re.sub(
-        r"^AUTO_TABLE: dict\[str, dict\[str, str\]\] = .*?(?=\n\n\ndef preferred_backend)",
-        lambda _: f"AUTO_TABLE: dict[str, dict[str, str]] = {literal}",
-        text,
-        flags=re.S | re.M,
-    )
-    text = re.sub(
-        r"^MEASURED_ON: str \| None = .*$",
-        lambda _: f"MEASURED_ON: str | None = {json.dumps(measured_on)}",
-        text,
-        flags=re.M,
-    )
-    text = re.sub(r"^Measured on: .*$", lambda _: f"Measured on: {measured_on}.", text, flags=re.M)
-    TABLE_PATH.write_text(text)
+    """Rewrite the CUDA entries of the auto table (the data ``pycam_fast.ops.dispatch`` reads); others are kept."""
+    data = json.loads(TABLE_PATH.read_text())
+    data["measured_on"] = f"{measured_on} (benchmarks/bench_triton.py)"
+    data["ops"]["cuda"] = dict(sorted(table.items()))
+    TABLE_PATH.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def write_markdown(cases: list[Case], names: list[str], table: dict[str, str], measured_on: str) -> None:
@@ -192,7 +190,7 @@ def write_markdown(cases: list[Case], names: list[str], table: dict[str, str], m
         "(L2 flushed). GB/s counts every input read once and the output written once; `% copy` is that bandwidth",
         "over a device-to-device copy's. `ok`: matches the float64 reference (rtol/atol 1e-3 fp32, 2e-2 fp16).",
         "",
-        "## Auto table (`pycam_fast/_auto_table.py`)",
+        "## Auto table (`pycam_fast/ops/auto_table.json`)",
         "",
         "| op | preferred |",
         "|---|---|",

@@ -28,8 +28,7 @@ __all__ = [
     "spatial_strides",
 ]
 
-#: dtypes the kernels take; everything else (float64, integers) goes to the reference ops. The kernels accumulate
-#: in fp32, which would lose float64's precision.
+#: dtypes the kernels take (the backend hands float64 to the reference: the kernels accumulate in fp32).
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -98,9 +97,6 @@ def lerp_source(o, in_size, scale):
     src = tl.maximum(scale * (o.to(tl.float32) + 0.5) - 0.5, 0.0)
     i0 = tl.minimum(src.to(tl.int32), in_size - 1)  # src >= 0, so the truncating cast is floor
     i1 = i0 + (i0 < in_size - 1).to(tl.int32)
-    # One deviation: where both source pixels are the same (a size-1 dim, the last pixel) the weights are exactly
-    # (1, 0); ATen's ``l0 * v + l1 * v`` differs from ``v`` by an ulp there, which a later min-max of a constant
-    # (e.g. 1x1 feature) map blows up to values in [0, 1] instead of 0.
-    l1 = tl.where(i1 > i0, tl.minimum(tl.maximum(src - i0.to(tl.float32), 0.0), 1.0), 0.0)
+    l1 = tl.minimum(tl.maximum(src - i0.to(tl.float32), 0.0), 1.0)
     l0 = 1.0 - l1
     return i0, i1, l0, l1

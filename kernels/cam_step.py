@@ -16,8 +16,10 @@ Three launches, no ``(N, C, *S_out)`` intermediate:
    program.
 3. ``_cam_normalize_kernel`` reduces the partials of its sample and normalises (or only casts).
 
-Cases the kernels do not take go to :func:`pycam_fast.reference.cam_step` (float64, weights that do not broadcast to
-``A``, empty tensors).
+Normalisation follows the rule of :func:`pycam_fast.ops.cam_step`: a map that is constant at feature resolution
+becomes exactly 0 (step 3 reads a per-sample flag computed from the feature-resolution sums), because the resize
+``v0 * l0 + v1 * l1`` of a constant can move by an ulp, which ``1 / eps`` would blow up.
+The launcher takes what the ``triton`` backend passes it (fp16/bf16/fp32, weights broadcastable to ``A``, non-empty).
 """
 
 # Triton convention: sizes and constexpr kernel arguments in capitals (BLOCK_P, H, W, ...).
@@ -32,11 +34,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from pycam_fast import reference
-from pycam_fast.reference import DEFAULT_EPS
+from pycam_fast.ops.reference import DEFAULT_EPS
 
 from ._common import (
-    KERNEL_DTYPES,
     interp_scales,
     is_flat_contiguous,
     lerp_source,
@@ -185,6 +185,7 @@ def _cam_finalize_kernel(
 def _cam_normalize_kernel(
     x_ptr,
     part_ptr,
+    const_ptr,
     out_ptr,
     P,
     num_blocks,
@@ -211,6 +212,7 @@ def _cam_normalize_kernel(
         # max(x - min) == max - min exactly (rounded subtraction is monotonic), so this is the reference formula.
         # (masked lanes zeroed: -min / eps would overflow the fp16 cast, which the interpreter warns about)
         x = tl.where(mask, (x - mn) / ((mx - mn) + eps), 0.0)
+        x = tl.where(tl.load(const_ptr + n) != 0, 0.0, x)
     tl.store(out_ptr + n * P + offs, x.to(out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -220,29 +222,20 @@ def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def _broadcast_weights(weights: Tensor, activations: Tensor) -> Tensor | None:
-    w = weights[(...,) + (None,) * (activations.ndim - weights.ndim)]
-    try:
-        return w.expand(activations.shape)
-    except RuntimeError:
-        return None
-
-
 def cam_step(
     weights: Tensor,
     activations: Tensor,
-    *,
     relu: bool = True,
     output_size: Sequence[int] | None = None,
     normalize: bool = True,
     eps: float = DEFAULT_EPS,
     split: int | None = None,
 ) -> Tensor:
-    """Triton CAM step (see :func:`pycam_fast.reference.cam_step`).
+    """Triton CAM step (schema ``cam_step``; see :func:`pycam_fast.ops.cam_step`).
 
     Args:
-        weights: ``(N, C)``, ``(1, C)`` or ``(N, C, *S)``; any strides.
-        activations: ``(N, C, *S)`` with 1-3 spatial dims; any strides.
+        weights: ``(N, C)``, ``(1, C)`` or ``(N, C, *S)``, broadcastable to ``activations``; any strides.
+        activations: ``(N, C, *S)`` with 1-3 spatial dims, non-empty; any strides.
         relu: clamp negative values.
         output_size: optional ``S_out`` (``align_corners=False`` linear/bilinear/trilinear resize).
         normalize: per-sample min-max normalisation.
@@ -253,21 +246,8 @@ def cam_step(
         ``(N, *S)`` or ``(N, *S_out)`` maps in the promoted dtype.
 
     """
-    w = _broadcast_weights(weights, activations)
-    spatial = activations.ndim - 2
+    w = weights[(...,) + (None,) * (activations.ndim - weights.ndim)].expand(activations.shape)
     out_size = tuple(int(s) for s in output_size) if output_size is not None else tuple(activations.shape[2:])
-    if (
-        w is None
-        or spatial not in (1, 2, 3)
-        or len(out_size) != spatial
-        or weights.dtype not in KERNEL_DTYPES
-        or activations.dtype not in KERNEL_DTYPES
-        or activations.numel() == 0
-        or 0 in out_size
-    ):
-        return reference.cam_step(
-            weights, activations, relu=relu, output_size=output_size, normalize=normalize, eps=eps
-        )
     a = activations
     n_batch, num_ch = a.shape[:2]
     d_in, h_in, w_in = pad3(a.shape[2:])
@@ -300,6 +280,8 @@ def cam_step(
         W_SPATIAL=w_spatial, W_CONTIG=is_flat_contiguous(w, 2), A_CONTIG=is_flat_contiguous(a, 2),
         FINAL=fused, RELU=relu, BLOCK_C=block_c, BLOCK_P=block_p,
     )  # fmt: skip
+    # the constant-map rule needs the feature-resolution range only when the map is resized
+    constant = buf.new_zeros(n_batch, dtype=torch.int8)
     if fused:
         cam, parts, num_blocks = buf[0], part_sum, blocks_p
     else:
@@ -307,6 +289,8 @@ def cam_step(
             # One tiny reduction (e.g. 32 splits x 8 x 49 fp32 = 50 KB for N=8 7x7 on an H100) rather than summing
             # the splits at each of the 4 source pixels of every output pixel (128 loads per pixel at 224x224).
             buf = buf.sum(0, keepdim=True)
+        if normalize and resize:
+            constant = (buf[0].amax(1) == buf[0].amin(1)).to(torch.int8)
         block = min(triton.next_power_of_2(p_out), _OUT_BLOCK)
         num_blocks = triton.cdiv(p_out, block)
         cam = torch.empty((n_batch, p_out), device=a.device, dtype=torch.float32)
@@ -321,7 +305,7 @@ def cam_step(
     out = torch.empty((n_batch, *out_size), device=a.device, dtype=dtype)
     block = min(triton.next_power_of_2(p_out), _OUT_BLOCK)
     _cam_normalize_kernel[(triton.cdiv(p_out, block), n_batch)](
-        cam, parts, out, p_out, num_blocks, eps,
+        cam, parts, constant, out, p_out, num_blocks, eps,
         NORMALIZE=normalize, BLOCK=block, BLOCK_PART=min(triton.next_power_of_2(num_blocks), 1024),
     )  # fmt: skip
     return out

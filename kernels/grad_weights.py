@@ -9,8 +9,8 @@ Shapes: ``grads``, ``activations``: ``(N, C, *S)`` (1-3 spatial dims, any stride
 * TorchCAM 0.5 Grad-CAM++: ``w = sum_S(g^2 relu(g))``
 
 The four share one kernel with a constexpr ``MODE``, so each compiles to its own specialised binary. Accumulation is
-fp32 whatever the input dtype. Smooth Grad-CAM++'s averaged moments (``grads_sq`` / ``grads_cube``), float64 and
-empty tensors go to the :mod:`pycam_fast.reference` functions.
+fp32 whatever the input dtype. The launchers take what the ``triton`` backend passes them (same-shape, same-dtype
+fp16/bf16/fp32, non-empty).
 """
 
 # Triton convention: sizes and constexpr kernel arguments in capitals (BLOCK_P, H, W, ...).
@@ -23,10 +23,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from pycam_fast import reference
-from pycam_fast.reference import DEFAULT_EPS
+from pycam_fast.ops.reference import DEFAULT_EPS
 
-from ._common import KERNEL_DTYPES, is_flat_contiguous, pad3, spatial_offset, spatial_strides
+from ._common import is_flat_contiguous, pad3, spatial_offset, spatial_strides
 
 __all__ = ["gradcam_weights", "gradcampp_weights", "gradcampp_weights_torchcam", "xgradcam_weights"]
 
@@ -112,15 +111,6 @@ def _grad_weights_kernel(
     tl.store(out_ptr + rows, total.to(out_ptr.dtype.element_ty), mask=row_mask)
 
 
-def _supported(*tensors: Tensor) -> bool:
-    first = tensors[0]
-    return (
-        first.ndim in (3, 4, 5)
-        and first.numel() > 0
-        and all(t.shape == first.shape and t.dtype in KERNEL_DTYPES for t in tensors)
-    )
-
-
 def _launch(mode: int, grads: Tensor, activations: Tensor, dtype: torch.dtype, eps: float) -> Tensor:
     n_batch, num_ch = grads.shape[:2]
     _, h, w = pad3(grads.shape[2:])
@@ -140,38 +130,20 @@ def _launch(mode: int, grads: Tensor, activations: Tensor, dtype: torch.dtype, e
 
 
 def gradcam_weights(grads: Tensor) -> Tensor:
-    """Grad-CAM weights ``mean_S(g)``: ``(N, C, *S) -> (N, C)`` in ``grads.dtype``."""
-    if not _supported(grads):
-        return reference.gradcam_weights(grads)
+    """Grad-CAM weights ``mean_S(g)``: ``(N, C, *S) -> (N, C)``."""
     return _launch(_GRADCAM, grads, grads, grads.dtype, 0.0)
 
 
 def xgradcam_weights(grads: Tensor, activations: Tensor, eps: float = DEFAULT_EPS) -> Tensor:
-    """XGrad-CAM weights ``sum_S(g A) / (sum_S(A) + eps)``: ``(N, C, *S) x2 -> (N, C)`` (promoted dtype)."""
-    if not _supported(grads, activations):
-        return reference.xgradcam_weights(grads, activations, eps)
-    return _launch(_XGRADCAM, grads, activations, torch.promote_types(grads.dtype, activations.dtype), eps)
+    """XGrad-CAM weights ``sum_S(g A) / (sum_S(A) + eps)``: ``(N, C, *S) x2 -> (N, C)``."""
+    return _launch(_XGRADCAM, grads, activations, grads.dtype, eps)
 
 
-def gradcampp_weights(
-    grads: Tensor,
-    activations: Tensor,
-    eps: float = DEFAULT_EPS,
-    *,
-    grads_sq: Tensor | None = None,
-    grads_cube: Tensor | None = None,
-) -> Tensor:
-    """Grad-CAM++ weights (see :func:`pycam_fast.reference.gradcampp_weights`): ``(N, C, *S) x2 -> (N, C)``.
-
-    Averaged moments (``grads_sq`` / ``grads_cube``, Smooth Grad-CAM++) go to the reference.
-    """
-    if grads_sq is not None or grads_cube is not None or not _supported(grads, activations):
-        return reference.gradcampp_weights(grads, activations, eps, grads_sq=grads_sq, grads_cube=grads_cube)
-    return _launch(_GRADCAMPP, grads, activations, torch.promote_types(grads.dtype, activations.dtype), eps)
+def gradcampp_weights(grads: Tensor, activations: Tensor, eps: float = DEFAULT_EPS) -> Tensor:
+    """Grad-CAM++ weights ``sum_S(alpha relu(g))``: ``(N, C, *S) x2 -> (N, C)``."""
+    return _launch(_GRADCAMPP, grads, activations, grads.dtype, eps)
 
 
 def gradcampp_weights_torchcam(grads: Tensor) -> Tensor:
-    """TorchCAM 0.5 Grad-CAM++ weights ``sum_S(g^2 relu(g))``: ``(N, C, *S) -> (N, C)`` in ``grads.dtype``."""
-    if not _supported(grads):
-        return reference.gradcampp_weights_torchcam(grads)
+    """TorchCAM 0.5 Grad-CAM++ weights ``sum_S(g^2 relu(g))``: ``(N, C, *S) -> (N, C)``."""
     return _launch(_GRADCAMPP_TORCHCAM, grads, grads, grads.dtype, 0.0)

@@ -16,8 +16,8 @@ Two launches:
    blows up to ~0.1). The mask is computed once per pixel and reused for the ``Cin`` (usually 3) input channels,
    so the kernel is bound by the ``Cin`` reads + writes of the input/output, the minimum traffic.
 
-``mode="nearest"`` (or any non-linear mode), float64 and empty ranges go to
-:func:`pycam_fast.reference.masked_inputs`.
+The launcher takes what the ``triton`` backend passes it (fp16/bf16/fp32 tensors and out_dtype, a non-empty pair
+range, ``inputs`` with batch 1 or N).
 """
 
 # Triton convention: sizes and constexpr kernel arguments in capitals (BLOCK_P, H, W, ...).
@@ -30,10 +30,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from pycam_fast import reference
-from pycam_fast.reference import DEFAULT_EPS
+from pycam_fast.ops.reference import DEFAULT_EPS
 
-from ._common import KERNEL_DTYPES, interp_scales, lerp_source, pad3, spatial_strides
+from ._common import interp_scales, lerp_source, pad3, spatial_strides
 
 __all__ = ["masked_inputs"]
 
@@ -207,15 +206,13 @@ def masked_inputs(
     inputs: Tensor,
     start: int,
     stop: int,
-    *,
     noise: Tensor | None = None,
     scale: float = 1.0,
     out_dtype: torch.dtype | None = None,
     channels_last: bool = False,
-    mode: str | None = None,
     eps: float = DEFAULT_EPS,
 ) -> Tensor:
-    """Triton masked inputs (see :func:`pycam_fast.reference.masked_inputs`).
+    """Triton masked inputs (schema ``masked_inputs``; see :func:`pycam_fast.ops.masked_inputs`).
 
     Args:
         activations: ``(N, C, *S)``, 1-3 spatial dims, any strides.
@@ -226,7 +223,6 @@ def masked_inputs(
         scale: multiplier of the masked input.
         out_dtype: result dtype (default ``inputs.dtype``).
         channels_last: channels-last (2-D) / channels-last-3d (3-D) result.
-        mode: ``None`` or the default linear mode for the dims; anything else goes to the reference.
         eps: added to each channel's range.
 
     Returns:
@@ -236,23 +232,6 @@ def masked_inputs(
     spatial = activations.ndim - 2
     out_dtype = out_dtype or inputs.dtype
     num_pairs = stop - start
-    if (
-        spatial not in (1, 2, 3)
-        or inputs.ndim != activations.ndim
-        or (mode is not None and mode != reference.interp_mode(spatial))
-        or activations.dtype not in KERNEL_DTYPES
-        or inputs.dtype not in KERNEL_DTYPES
-        or out_dtype not in KERNEL_DTYPES
-        or (noise is not None and (noise.dtype not in KERNEL_DTYPES or noise.shape != (num_pairs, *inputs.shape[2:])))
-        or not 0 <= start < stop <= activations.shape[0] * activations.shape[1]
-        or activations[0, 0].numel() == 0
-        or inputs.numel() == 0
-        or (inputs.shape[0] != 1 and inputs.shape[0] != activations.shape[0])
-    ):
-        return reference.masked_inputs(
-            activations, inputs, start, stop, noise=noise, scale=scale, out_dtype=out_dtype,
-            channels_last=channels_last, mode=mode, eps=eps,
-        )  # fmt: skip
     a = activations
     num_ch = a.shape[1]
     c_in = inputs.shape[1]

@@ -8,7 +8,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["ClassIndexError", "OutputTarget", "check_class_range", "resolve_targets", "select_scores"]
+__all__ = [
+    "ClassIndexError",
+    "OutputTarget",
+    "check_class_range",
+    "class_indices",
+    "resolve_targets",
+    "select_scores",
+]
 
 #: A callable taking one sample's model output and returning a scalar tensor.
 OutputTarget = Callable[[Any], Tensor]
@@ -70,6 +77,42 @@ def target_scores(output: Any, targets: list[OutputTarget]) -> Tensor:
     if any(value.numel() != 1 for value in values):
         raise ValueError("each target must return a scalar tensor")
     return torch.stack([value.reshape(()) for value in values])
+
+
+def _is_index(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def class_indices(class_idx: Any, batch: int) -> list[int]:
+    """One class per sample, from one int for every sample, N ints (list or tuple), or an integer tensor (1 or N).
+
+    Args:
+        class_idx: the classes to explain.
+        batch: the number of samples N.
+
+    Returns:
+        N non-negative class indices.
+
+    Raises:
+        TypeError: not an int, ints or an integer tensor.
+        ValueError: a negative index, or not one class per sample.
+
+    """
+    if isinstance(class_idx, Tensor) and not class_idx.is_floating_point() and not class_idx.is_complex():
+        class_idx = class_idx.reshape(-1).tolist()
+        class_idx = class_idx[0] if len(class_idx) == 1 else class_idx
+    if _is_index(class_idx):
+        class_idx = [class_idx] * batch
+    if not isinstance(class_idx, (list, tuple)) or not all(_is_index(c) for c in class_idx):
+        raise TypeError(
+            "`class_idx` must be a non-negative int, one per sample (list or tuple of ints) or an integer tensor; "
+            f"got {type(class_idx).__name__}"
+        )
+    if any(c < 0 for c in class_idx):
+        raise ValueError(f"`class_idx` must be non-negative, got {list(class_idx)}")
+    if len(class_idx) != batch:
+        raise ValueError(f"`class_idx` needs one class per sample: got {len(class_idx)} for a batch of {batch}")
+    return list(class_idx)
 
 
 def check_class_range(class_idx: ClassIdx | None, num_classes: int) -> None:

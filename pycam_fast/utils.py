@@ -11,7 +11,7 @@ from matplotlib.colors import Colormap
 from PIL import Image
 from torch import Tensor
 
-from .registry import get_ops
+from . import ops
 
 __all__ = ["colormap_lut", "overlay", "overlay_mask"]
 
@@ -142,7 +142,7 @@ def overlay(
     ``out = floor(alpha * v + (1 - alpha) * lut[k, c] + 0.5)`` with ``lut`` the 256-entry table of
     :func:`colormap_lut`. The blend is a lookup in a cached ``(3, 256 * 256)`` table. The compiled backends
     (``cpp``, ``cuda``) do everything in one kernel (one read of the images, one uint8 write) and equal the ``torch``
-    reference (:func:`pycam_fast.reference.overlay`) bit for bit. Unlike :func:`overlay_mask`, the map is neither
+    reference (:func:`pycam_fast.ops.reference.overlay`) bit for bit. Unlike :func:`overlay_mask`, the map is neither
     squared nor bicubic-resized.
 
     Args:
@@ -162,5 +162,5 @@ def overlay(
 
     """
     _check_overlay_inputs(images, cams, alpha)
-    ops = get_ops(backend, images.device)
-    return ops.overlay(images, cams, _table("blend", colormap, float(alpha), images.device))
+    table = _table("blend", colormap, float(alpha), images.device)
+    return ops.overlay(images, cams, table, backend=backend)

@@ -87,7 +87,7 @@ def _full_forward_reference(model: nn.Module, layer: str, x: Tensor, cls: int) -
         model(x)
         h.remove()
         num_ch = acts["a"].shape[1]
-        values = ablation_values(acts["a"])
+        values = ablation_values(acts["a"], {"ablation_value": "auto"})
         weights = torch.empty(x.shape[0], num_ch, dtype=x.dtype)
         for n in range(x.shape[0]):
             for c in range(num_ch):
@@ -157,4 +157,4 @@ def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="reshape_transform"):
         AblationCAM(model, "features", reshape_transform=lambda t: t)
     with pytest.raises(ValueError, match="N, C"):
-        ablation_values(torch.zeros(2, 3, 4, 4), lambda a: torch.zeros(5))
+        ablation_values(torch.zeros(2, 3, 4, 4), {"ablation_value": lambda a: torch.zeros(5)})

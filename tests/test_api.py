@@ -10,7 +10,7 @@ from torch import nn
 
 import pycam_fast
 from pycam_fast import methods
-from pycam_fast.reference import channel_sum, minmax_normalize, upsample
+from pycam_fast.ops.reference import channel_sum, minmax_normalize, upsample
 from pycam_fast.targets import ClassIndexError
 
 GRADIENT = [methods.GradCAM, methods.GradCAMpp, methods.XGradCAM, methods.LayerCAM]
@@ -34,8 +34,8 @@ def test_output_size_is_resize_then_relu_then_normalise(cls, small_cnn):
     with _make(cls, small_cnn) as extractor:
         scores = small_cnn(x)
         torch.manual_seed(1)
-        weights = extractor._get_weights(1, scores, retain_graph=True)[0]
-        low_res = channel_sum(weights, extractor._cam_activations()[0])
+        term = extractor.cam_terms(1, scores, retain_graph=True)[0]
+        low_res = channel_sum(term.weights, term.maps)
         torch.manual_seed(1)
         big = extractor(1, scores, output_size=(13, 29))[0]
     assert big.shape == (2, 13, 29)
@@ -75,9 +75,10 @@ def test_backend_report_and_errors(small_cnn):
 
 
 def test_auto_fallback_is_logged_once(small_cnn, caplog):
-    from pycam_fast import registry
+    from pycam_fast import _log
+    from pycam_fast.ops import dispatch as registry
 
-    registry._LOGGED.clear()
+    _log._LOGGED.clear()
     registry.register_backend(
         "ghost", lambda: (_ for _ in ()).throw(registry.BackendUnavailable("not built")), ("cpu",), "test backend"
     )
@@ -92,6 +93,7 @@ def test_auto_fallback_is_logged_once(small_cnn, caplog):
     finally:
         registry.AUTO_PREFERENCE["cpu"] = old
         del registry._REGISTRY["ghost"]
+        registry._AUTO_CACHE.clear()
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # gc.get_objects() touches deprecated torch aliases
@@ -164,7 +166,7 @@ def test_state_restored_after_exception(small_cnn):
     clean = smooth.hook_a[0]
     with torch.no_grad(), pytest.raises(RuntimeError, match="boom"):
         smooth(targets=failing_target)
-    assert smooth.hook_a[0] is clean and smooth._ihook_enabled and torch.is_grad_enabled() == grad_mode
+    assert smooth.hook_a[0] is clean and not smooth._own_forward and torch.is_grad_enabled() == grad_mode
     smooth.remove_hooks()
 
 

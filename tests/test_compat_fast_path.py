@@ -193,7 +193,7 @@ def test_target_conv_before_batchnorm_is_not_folded():
         mine, cam = _run(ours, "GradCAMPlusPlus", model, [model[index]], x)
         assert cam.last_model == "copy"
         _close(mine, _run(pgc, "GradCAMPlusPlus", model, [model[index]], x, None)[0])
-        folded = cam._fast_forward._copy.module
+        folded = cam._fast_forward.held_copy
         assert isinstance(folded[4], nn.BatchNorm2d if index == 3 else nn.Identity)
         assert isinstance(folded[1], nn.Identity)  # the other pair is folded
 
@@ -247,7 +247,7 @@ def test_training_mode_runs_the_model_itself():
     with ours.GradCAM(model, [model.layer4[-1]]) as cam:
         mine = cam(x)
         assert (cam.last_path, cam.last_model) == ("closed_form", "model")
-        assert "training mode" in cam.fallback_reason and cam._fast_forward._copy is None  # no copy taken
+        assert "training mode" in cam.fallback_reason and cam._fast_forward.held_copy is None  # no copy taken
     assert [m.training for m in model.modules()] == flags
     exact, _ = _run(ours, "GradCAM", model, [model.layer4[-1]], x, fast=False)
     np.testing.assert_allclose(mine, exact, atol=1e-6, rtol=0)
@@ -321,7 +321,7 @@ def test_foreign_hooks_run_on_the_model_but_cam_observers_do_not_count():
         other(x)
         cam(x)
         assert cam.last_model == "copy"
-        assert all(not m._forward_hooks for m in cam._fast_forward._copy.module.modules())
+        assert all(not m._forward_hooks for m in cam._fast_forward.held_copy.modules())
 
 
 # -- no side effects -----------------------------------------------------------------------------------------------
@@ -365,10 +365,10 @@ def test_model_not_mutated_and_no_hook_leak():
                     cam(x, targets)
                 assert _hook_count(model) == hooks_with_cam  # repeated calls add no hooks
             assert torch.is_grad_enabled()
-            copy = cam._fast_forward._copy
+            copy = cam._fast_forward.held_copy
             if copy is not None:
-                assert _hook_count(copy.module) == 0
-                assert not any(p.requires_grad for p in copy.module.parameters())
+                assert _hook_count(copy) == 0
+                assert not any(p.requires_grad for p in copy.parameters())
         _assert_unchanged(model, before)
 
 
@@ -378,14 +378,15 @@ def test_copy_is_reused_and_rebuilt_when_the_weights_change():
     targets = [our_targets.ClassifierOutputTarget(3)] * 2
     with ours.GradCAM(model, [model.layer4[-1]]) as cam:
         first = cam(x, targets)
-        copy = cam._fast_forward._copy
+        copy = cam._fast_forward.held_copy
+        assert copy is not None
         cam(x, targets)
-        assert cam._fast_forward._copy is copy  # reused
+        assert cam._fast_forward.held_copy is copy  # reused
         with torch.no_grad():
             model.fc.weight.mul_(-1.0)  # an in-place update: the version counter moves
             model.layer4[-1].bn2.running_mean.add_(0.3)
         second = cam(x, targets)
-        assert cam._fast_forward._copy is not copy
+        assert cam._fast_forward.held_copy is not copy
         exact = _run(ours, "GradCAM", model, [model.layer4[-1]], x, targets, fast=False)[0]
         _close(second, exact)
         assert np.abs(second - first).max() > 0.1

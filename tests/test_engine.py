@@ -8,12 +8,12 @@ from conftest import SmallCNN
 from torch import Tensor, nn
 
 from pycam_fast.engine.explainer import Explainer
-from pycam_fast.engine.memory import run_chunked
-from pycam_fast.engine.scoring import ScorePlan, score_weights
-from pycam_fast.engine.tail import linear_head, linear_head_grads, split_tail
+from pycam_fast.forward.chunking import run_chunked
+from pycam_fast.forward.scoring import ScorePlan, masked_scores
+from pycam_fast.forward.tail import linear_head, linear_head_grads, split_tail
 from pycam_fast.methods import ISCAM, SSCAM, GradCAM, GradCAMpp, LayerCAM, ScoreCAM, SmoothGradCAMpp, XGradCAM
 from pycam_fast.methods.ablation import AblationCAM
-from pycam_fast.reference import masked_inputs
+from pycam_fast.ops.reference import masked_inputs
 
 DROP_IN = {"gradcam": GradCAM, "gradcampp": GradCAMpp, "xgradcam": XGradCAM, "layercam": LayerCAM}
 
@@ -140,10 +140,8 @@ def test_sscam_matches_drop_in() -> None:
 
 
 def _weights(model: nn.Module, act: Tensor, x: Tensor, **plan: object) -> Tensor:
-    from pycam_fast import reference
-
     with torch.no_grad():
-        return score_weights(model, reference, act, x, [1, 2, 0], None, ScorePlan(**plan))
+        return torch.softmax(masked_scores(model, act, x, [1, 2, 0], None, ScorePlan(backend="torch", **plan)), -1)
 
 
 def test_dedup_and_chunking_are_exact() -> None:
@@ -259,7 +257,7 @@ def test_bad_arguments() -> None:
 
 
 def test_tail_forward_several_targets_matches_full_autograd() -> None:
-    from pycam_fast.engine.gradients import tail_forward
+    from pycam_fast.forward.tail_forward import tail_forward
 
     model = _model(torch.float64)
     x = torch.randn(3, 3, 12, 10, dtype=torch.float64)
@@ -285,16 +283,15 @@ def test_tail_forward_several_targets_matches_full_autograd() -> None:
 
 
 def test_fast_model_keeps_target_convs_and_drops_hooks() -> None:
-    from pycam_fast.engine.fast_model import FastModel, module_hooks, parameter_versions
+    from pycam_fast.forward.private_copy import FastModel, _module_hooks, parameter_versions
 
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4)).eval()
     owner = {"calls": 0}
     handle = model[0].register_forward_hook(lambda *_: owner.__setitem__("calls", owner["calls"] + 1))
     try:
-        fast = FastModel(model, keep=("2",), strip_hooks=True)
+        fast = FastModel(model, keep=("2",))
         assert isinstance(fast.module[1], nn.Identity) and isinstance(fast.module[3], nn.BatchNorm2d)
-        assert module_hooks(fast.module) == [] and len(module_hooks(model)) == 1
-        assert len(module_hooks(FastModel(model).module)) == 1  # kept without strip_hooks
+        assert _module_hooks(fast.module) == [] and len(_module_hooks(model)) == 1
         x = torch.randn(2, 3, 9, 9)
         torch.testing.assert_close(fast(x), model(x), rtol=1e-5, atol=1e-5)
     finally:

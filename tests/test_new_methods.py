@@ -6,7 +6,7 @@ import torch
 from conftest import SmallCNN
 
 from pycam_fast import methods
-from pycam_fast.methods.eigen import principal_projection
+from pycam_fast.methods.eigencam import principal_projection
 from pycam_fast.methods.fem import fem_weights
 
 BACKENDS = ["torch", "cpp"]

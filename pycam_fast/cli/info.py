@@ -14,7 +14,14 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers: Any) -> None:
     """Register the ``info`` sub-command."""
-    parser = subparsers.add_parser("info", help="versions, available backends, extension build info, devices")
+    parser = subparsers.add_parser(
+        "info",
+        help="versions, available backends, extension build info, devices",
+        description="Print the versions of Python, pycam_fast and the related packages (torch, torchvision, the "
+        "peers TorchCAM, pytorch-grad-cam and Captum: 'not installed' when absent), every ops backend (torch, cpp, "
+        "cuda, triton) with the devices it runs on or why it is missing, how the compiled extension was built "
+        "(CUDA kernels or CPU only), and the devices torch sees. Paste it into bug reports.",
+    )
     parser.set_defaults(run=run)
 
 
@@ -33,7 +40,7 @@ def _devices() -> list[str]:
 def _build_info() -> dict[str, Any]:
     """The compiled extension's build info (or why it is unavailable)."""
     try:
-        from .._compiled import build_info
+        from ..ops.compiled import build_info
 
         return build_info()
     except Exception as exc:  # a broken install must not break `info`
@@ -42,7 +49,7 @@ def _build_info() -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Print the report; returns 0."""
-    from ..registry import backends
+    from ..ops import backends
 
     print("versions:")
     for name, version in versions().items():

@@ -4,7 +4,8 @@ Differences from :mod:`pycam_fast.methods` (the documented formulas):
 
 - ``GradCAMpp``: TorchCAM's alpha division is lost, so its weights are ``sum_S(g^2 * relu(g))``.
 - ``SmoothGradCAMpp``: the alpha denominator uses ``sum_S(mean(g^3) * A)``; the ``relu(g)`` of the weights and the
-  activations of the map are those of the LAST noisy sample.
+  activations of the map are those of the LAST noisy sample, which also stay hooked: a second call on the same
+  forward takes them as its clean activations.
 
 Everything else (CAM, Grad-CAM, XGrad-CAM, Layer-CAM, Score-CAM, SS-CAM, IS-CAM, same noise draws for the same
 seed) already matches and is shared.
@@ -12,13 +13,12 @@ seed) already matches and is shared.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from torch import Tensor
-
-from .. import methods
-from ..reference import DEFAULT_EPS
-from ..targets import ClassIdx, OutputTarget
+from .. import methods, ops
+from ..methods.spec import CamTerms, GradMoments, LayerInputs
+from ..targets import OutputTarget
 
 __all__ = [
     "CAM",
@@ -42,25 +42,30 @@ SSCAM = methods.SSCAM
 ISCAM = methods.ISCAM
 
 
+def _gradcampp_terms(layer: LayerInputs) -> CamTerms:
+    return CamTerms(ops.gradcampp_weights_torchcam(layer.grads, backend=layer.backend), layer.activations)  # type: ignore[arg-type]
+
+
+def _smooth_terms(layer: LayerInputs) -> CamTerms:
+    m, acts = layer.moments, layer.activations
+    act_term = (m.mean_cube * acts).flatten(2).sum(-1)[(...,) + (None,) * (acts.ndim - 2)]  # type: ignore[union-attr]
+    alpha = m.mean_sq / (2 * m.mean_sq + act_term + layer.options["eps"])  # type: ignore[union-attr]
+    weights = (alpha * m.last.relu()).flatten(2).sum(-1)  # type: ignore[union-attr]
+    return CamTerms(weights, m.last_activations)  # type: ignore[union-attr, arg-type]
+
+
 class GradCAMpp(methods.GradCAMpp):
     """Grad-CAM++ as TorchCAM 0.5.0 computes it: ``w_k = sum_S(g^2 * relu(g))``."""
 
-    def _get_weights(
-        self, class_idx: ClassIdx | None, scores: Any = None, eps: float = DEFAULT_EPS, **kwargs: Any
-    ) -> list[Tensor]:
-        return [self._ops(g).gradcampp_weights_torchcam(g) for g in self._grads(class_idx, scores, **kwargs)]
+    spec = replace(methods.GradCAMpp.spec, terms=_gradcampp_terms, summary="w_k = sum_S(g^2 relu(g)) (TorchCAM 0.5.0)")
 
 
 class SmoothGradCAMpp(methods.SmoothGradCAMpp):
     """Smooth Grad-CAM++ as TorchCAM 0.5.0 computes it (see the module docstring for the quirks)."""
 
-    def _smooth_weights(self, class_idx: ClassIdx | None, eps: float, **kwargs: Any) -> list[Tensor]:
-        clean = list(self.hook_a)
-        moments = self._noisy_moments(class_idx, **kwargs)
-        n = self.num_samples
-        weights = []
-        for (_, s2, s3, last_g), a in zip(moments, clean, strict=True):
-            g2, g3 = s2 / n, s3 / n
-            denom = 2 * g2 + (g3 * a).flatten(2).sum(-1)[(...,) + (None,) * (a.ndim - 2)] + eps
-            weights.append((g2 / denom * last_g.relu()).flatten(2).sum(-1))
-        return weights
+    spec = replace(methods.SmoothGradCAMpp.spec, terms=_smooth_terms, summary="Smooth Grad-CAM++ (TorchCAM 0.5.0)")
+
+    def _noisy_moments(self, *args: Any) -> list[GradMoments]:
+        moments = super()._noisy_moments(*args)
+        self.hook_a = [m.last_activations for m in moments]  # TorchCAM leaves the last noisy sample's hooked
+        return moments

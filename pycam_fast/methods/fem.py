@@ -7,11 +7,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..hooks import LayerSpec
-from ..targets import ClassIdx, OutputTarget
-from .core import _CAM
+from ..layers import LayerSpec
+from .extractor import CAMExtractor
+from .spec import CamTerms, LayerInputs, MethodSpec, register_method
 
-__all__ = ["FEM", "fem_weights"]
+__all__ = ["FEM", "FEM_SPEC", "fem_weights"]
 
 
 def fem_weights(activations: Tensor, k: float = 2.0) -> Tensor:
@@ -30,7 +30,23 @@ def fem_weights(activations: Tensor, k: float = 2.0) -> Tensor:
     return (flat > mean + k * std).to(activations.dtype).mean(-1)
 
 
-class FEM(_CAM):
+def _terms(layer: LayerInputs) -> CamTerms:
+    return CamTerms(fem_weights(layer.activations, layer.options["k"]), layer.activations)
+
+
+FEM_SPEC = register_method(
+    MethodSpec(
+        name="FEM",
+        kind="activation",
+        terms=_terms,
+        summary="w_k = mean_S[A_k > mean_S(A_k) + k std_S(A_k)]; L = ReLU(sum_k w_k A_k)",
+        options={"k": 2.0},
+        class_agnostic=True,
+    )
+)
+
+
+class FEM(CAMExtractor):
     r"""FEM: ``w_k = mean_S[A_k > mean_S(A_k) + k std_S(A_k)]``, ``L = ReLU(sum_k w_k A_k)``.
 
     Class-agnostic: ``class_idx`` / ``targets`` are accepted and ignored, and no scores are needed.
@@ -40,12 +56,14 @@ class FEM(_CAM):
         target_layer: a module, its dotted name, a list of those, or ``None`` (automatic).
         k: the threshold in standard deviations.
         input_shape: one sample's input shape, used by the automatic layer resolution.
-        kwargs: ``enable_hooks``, ``reshape_transform``, ``backend`` (see :class:`_CAM`).
+        kwargs: ``enable_hooks``, ``reshape_transform``, ``backend``.
 
     Raises:
         ValueError: a non-finite or non-numeric ``k``.
 
     """
+
+    spec = FEM_SPEC
 
     def __init__(
         self,
@@ -55,20 +73,4 @@ class FEM(_CAM):
         input_shape: tuple[int, ...] = (3, 224, 224),
         **kwargs: Any,
     ) -> None:
-        if isinstance(k, bool) or not isinstance(k, (int, float)) or k != k or abs(k) == float("inf"):
-            raise ValueError(f"`k` must be a finite number of standard deviations, e.g. 2.0; got {k!r}")
-        super().__init__(model, target_layer, input_shape, **kwargs)
-        self.k = float(k)
-        self._relu = True
-
-    def _precheck(
-        self, class_idx: ClassIdx | None, scores: Any = None, targets: OutputTarget | list[OutputTarget] | None = None
-    ) -> None:
-        self._check_activations()
-
-    @torch.no_grad()
-    def _get_weights(self, class_idx: ClassIdx | None, scores: Any = None, **_: Any) -> list[Tensor]:
-        return [fem_weights(a, self.k) for a in self._check_activations()]
-
-    def _extra_repr(self) -> str:
-        return f"target_layer={self.target_names}, k={self.k}"
+        super().__init__(model, target_layer, input_shape, k=k, **kwargs)

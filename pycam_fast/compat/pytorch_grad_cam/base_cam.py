@@ -11,13 +11,14 @@ The only host copy is the final ``numpy()`` (and, with ``eigen_smooth`` / Eigen 
 NumPy's singular-vector sign). Gradients are taken with ``torch.autograd.grad`` w.r.t. the hooked outputs only:
 parameter ``.grad`` is untouched and only the tail after the target layers is back-propagated.
 
-Fast path (:mod:`._fast`; on by default, ``fast=False`` or ``cam.fast = False`` switches it off): the layers before
-the first target layer run without recording, and the gradients of a ``global average pool -> flatten -> Linear``
-tail with ``targets=None`` / ``ClassifierOutputTarget`` come in closed form (no backward; other targets and tails
-back-propagate through the tail only). For a model in eval mode with a 4-D input, the forward runs on a private
-conv-batchnorm-folded, channels-last copy of the model (maps within ~5e-6 of the exact path's; eigen projections and
-FEM keep the model's own arithmetic). ``cam.last_path``, ``cam.last_model`` and ``cam.fallback_reason`` say how the
-last call ran. A ``reshape_transform``, an untraceable model or a target layer called twice take the exact path.
+Fast path (:mod:`pycam_fast.forward.explained`; on by default, ``fast=False`` or ``cam.fast = False`` switches it
+off): the layers before the first target layer run without recording, and the gradients of a ``global average pool
+-> flatten -> Linear`` tail with ``targets=None`` / ``ClassifierOutputTarget`` come in closed form (no backward;
+other targets and tails back-propagate through the tail only). For a model in eval mode with a 4-D input, the
+forward runs on a private conv-batchnorm-folded, channels-last copy of the model (maps within ~5e-6 of the exact
+path's; eigen projections and FEM keep the model's own arithmetic). ``cam.last_path``, ``cam.last_model`` and
+``cam.fallback_reason`` say how the last call ran. A ``reshape_transform``, an untraceable model or a target layer
+called twice take the exact path.
 
 Deliberate differences: the model's training flags are restored after each call (pytorch-grad-cam leaves the
 model in eval mode); ``targets`` must hold one target per sample (pytorch-grad-cam silently explains only the first
@@ -36,14 +37,19 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ...hooks import model_eval
-from ...methods.core import _CAM
-from ...methods.eigen import principal_projection
-from ...reference import minmax_normalize
+from ... import ops
+from ...forward.explained import ExplainedForward, argmax_classes
+from ...methods.eigencam import principal_projection
+from ...methods.extractor import CAMExtractor
+from ...methods.spec import CamTerms
+from ...model_state import model_eval
+from ...ops.reference import minmax_normalize
 from ...targets import OutputTarget
-from ._fast import EXACT, FastForward, argmax_classes
 
-__all__ = ["EPS", "BaseCAM"]
+__all__ = ["EPS", "EXACT", "BaseCAM"]
+
+#: ``cam.last_path`` of a call that ran the full forward with the extractor's hooks
+EXACT = "exact"
 
 #: pytorch-grad-cam's normalisation epsilon: ``(x - min) / (1e-7 + max(x - min))``.
 EPS = 1e-7
@@ -63,7 +69,8 @@ class BaseCAM:
         target_layers: a non-empty list of submodules of ``model``.
         reshape_transform: applied to the hooked activations and gradients (e.g.
             :func:`~pycam_fast.compat.pytorch_grad_cam.utils.reshape_transforms.vit_reshape_transform`).
-        fast: allow the fast path (private optimised model copy, closed-form gradients; see :mod:`._fast`);
+        fast: allow the fast path (private optimised model copy, closed-form gradients; see
+            :mod:`pycam_fast.forward.explained`);
             also settable later as ``cam.fast``.
 
     Raises:
@@ -72,7 +79,7 @@ class BaseCAM:
 
     """
 
-    extractor_cls: ClassVar[type[_CAM]]
+    extractor_cls: ClassVar[type[CAMExtractor]]
     #: whether the method back-propagates (forward with gradients) or not (forward under ``no_grad``)
     uses_gradients: ClassVar[bool] = True
     #: whether ``eigen_smooth`` replaces the channel sum (EigenCAM, EigenGradCAM and FEM ignore it)
@@ -112,7 +119,7 @@ class BaseCAM:
         self.last_model: str | None = None
         #: why the last forward did not run on the optimised copy (``None`` when it did)
         self.fallback_reason: str | None = None
-        self._fast_forward = FastForward(model, self._extractor.target_names) if self.supports_fast_path else None
+        self._fast_forward = ExplainedForward(model, self._extractor.target_names) if self.supports_fast_path else None
 
     # -- call ------------------------------------------------------------------------------------------------------
     def __call__(
@@ -153,12 +160,21 @@ class BaseCAM:
         copy_reason = exact_reason or self._copy_unavailable(x, eigen_smooth)
         with model_eval(self.model), self._recording(hooks=exact_reason is not None):
             if exact_reason is None:
+                on_copy = copy_reason is None
+                # one logit per sample is a class-based call: its gradients may come in closed form
+                closed = self.uses_gradients and self._fast_forward.closed_form(on_copy, None)  # type: ignore[union-attr]
+                classes = _class_targets(targets) if closed else None
                 fast = self._fast_forward.run(  # type: ignore[union-attr]
-                    x, targets, self.uses_gradients, on_copy=copy_reason is None
+                    x,
+                    class_idx=classes,
+                    targets=None if classes is not None else targets,
+                    gradients=self.uses_gradients,
+                    on_copy=on_copy,
                 )
                 self._extractor.supply(fast.activations, fast.grads)
                 self.outputs = outputs = fast.outputs
                 class_idx, self.last_path = fast.class_idx, fast.path
+                targets = None if fast.class_idx is not None else targets
                 self.last_model = "copy" if fast.on_copy else "model"
             else:
                 self.outputs = outputs = self._model_forward(x)
@@ -176,10 +192,11 @@ class BaseCAM:
         channel; with a single layer it also does the final min-max normalisation (the layer mean and ReLU of
         :meth:`aggregate_multi_layers` leave one non-negative map unchanged), so one pass writes the output.
         """
-        ops = self._extractor._ops(maps[0])
-        unit = maps[0].new_ones(1, 1)
+        unit, backend = maps[0].new_ones(1, 1), self._extractor.backend
         resized = [
-            ops.cam_step(unit, m.unsqueeze(1), relu=False, output_size=size, normalize=len(maps) == 1, eps=EPS)
+            ops.cam_step(
+                unit, m.unsqueeze(1), relu=False, output_size=size, normalize=len(maps) == 1, eps=EPS, backend=backend
+            )
             for m in maps
         ]
         return resized[0] if len(maps) == 1 else self.aggregate_multi_layers(resized)
@@ -190,7 +207,9 @@ class BaseCAM:
             return "the fast path is switched off (fast=False)"
         if self._fast_forward is None:
             return f"{type(self).__name__} runs the user's model itself"
-        return self._fast_forward.unavailable(self.reshape_transform)
+        if self.reshape_transform is not None:
+            return "a reshape_transform is set"
+        return self._fast_forward.unavailable()
 
     def _copy_unavailable(self, x: Tensor, eigen_smooth: bool) -> str | None:
         """Why a tail-only call runs the user's model rather than the optimised copy (``None``: the copy)."""
@@ -221,20 +240,17 @@ class BaseCAM:
         self, class_idx: list[int] | None, outputs: Any, targets: list[OutputTarget] | None, eigen_smooth: bool
     ) -> list[Tensor]:
         """Per-layer normalised maps ``(N, h_l, w_l)`` at feature resolution."""
-        ext = self._extractor
         with torch.enable_grad():  # the target scores must be differentiable even under a caller's no_grad()
-            weights = ext._get_weights(class_idx, outputs, targets=targets, **self.weight_kwargs)
-        activations = ext._cam_activations()
+            terms = self._extractor.cam_terms(class_idx, outputs, targets=targets, **self.weight_kwargs)
         with torch.no_grad():
-            return [self._layer_map(w.to(a.dtype), a, eigen_smooth) for w, a in zip(weights, activations, strict=True)]
+            return [self._layer_map(term, eigen_smooth) for term in terms]
 
-    def _layer_map(self, weights: Tensor, activations: Tensor, eigen_smooth: bool) -> Tensor:
-        ops = self._extractor._ops(activations)
+    def _layer_map(self, term: CamTerms, eigen_smooth: bool) -> Tensor:
+        weights, maps, backend = term.weights.to(term.maps.dtype), term.maps, self._extractor.backend
         if eigen_smooth and self.supports_eigen_smooth:
-            weighted = weights[(...,) + (None,) * (activations.ndim - weights.ndim)] * activations
-            projection = principal_projection(weighted, sign="numpy").unsqueeze(1)
-            return ops.cam_step(projection.new_ones(1, 1), projection, relu=True, normalize=True, eps=EPS)
-        return ops.cam_step(weights, activations, relu=True, normalize=True, eps=EPS)
+            weighted = weights[(...,) + (None,) * (maps.ndim - weights.ndim)] * maps
+            weights, maps = weights.new_ones(1, 1), principal_projection(weighted, sign="numpy").unsqueeze(1)
+        return ops.cam_step(weights, maps, relu=True, normalize=True, eps=EPS, backend=backend)
 
     @staticmethod
     def aggregate_multi_layers(cams: list[Tensor]) -> Tensor:
@@ -316,3 +332,29 @@ class BaseCAM:
         extractor = getattr(self, "_extractor", None)
         if extractor is not None:
             extractor.remove_hooks()
+
+
+#: modules whose ``ClassifierOutputTarget`` is ``output[category]`` (this package's and pytorch-grad-cam's)
+_CLASSIFIER_TARGET_MODULES = (
+    "pycam_fast.compat.pytorch_grad_cam.utils.model_targets",
+    "pytorch_grad_cam.utils.model_targets",
+)
+
+
+def _class_targets(targets: list[OutputTarget] | None) -> list[int] | None:
+    """The categories when every target is a plain ``ClassifierOutputTarget`` (one logit), else ``None``.
+
+    Explaining one logit per sample is a class-based call, whose gradients can come in closed form.
+    """
+    if targets is None:
+        return None
+    categories = []
+    for target in targets:
+        kind = type(target)
+        if kind.__name__ != "ClassifierOutputTarget" or kind.__module__ not in _CLASSIFIER_TARGET_MODULES:
+            return None
+        category = getattr(target, "category", None)
+        if not isinstance(category, int) or isinstance(category, bool):
+            return None
+        categories.append(category)
+    return categories

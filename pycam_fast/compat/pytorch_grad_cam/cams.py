@@ -10,11 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ... import methods
-from ...methods.ablation import AblationCAM as _AblationCAM
-from ...methods.eigen import EigenCAM as _EigenCAM
-from ...methods.eigen import EigenGradCAM as _EigenGradCAM
-from ...reference import spatial_minmax
-from ...targets import ClassIdx, OutputTarget, select_scores
+from ...ops.reference import spatial_minmax
+from ...targets import ClassIdx, resolve_targets, select_scores
 from .base_cam import BaseCAM
 
 __all__ = [
@@ -78,7 +75,7 @@ class LayerCAM(BaseCAM):
 class EigenCAM(BaseCAM):
     """Eigen-CAM: first principal component of the activations, NumPy's singular-vector sign."""
 
-    extractor_cls = partial(_EigenCAM, sign="numpy")  # type: ignore[assignment]
+    extractor_cls = partial(methods.EigenCAM, sign="numpy")  # type: ignore[assignment]
     uses_gradients = False
     supports_eigen_smooth = False
     optimized_copy = False  # the principal component amplifies rounding differences
@@ -87,7 +84,7 @@ class EigenCAM(BaseCAM):
 class EigenGradCAM(BaseCAM):
     """Eigen-Grad-CAM: first principal component of ``g * A``, NumPy's singular-vector sign."""
 
-    extractor_cls = partial(_EigenGradCAM, sign="numpy")  # type: ignore[assignment]
+    extractor_cls = partial(methods.EigenGradCAM, sign="numpy")  # type: ignore[assignment]
     supports_eigen_smooth = False
     optimized_copy = False  # the principal component amplifies rounding differences
 
@@ -127,26 +124,20 @@ class FEM(BaseCAM):
 
 
 class _ScoreWeights(methods.ScoreCAM):
-    """Score-CAM weights as pytorch-grad-cam computes them.
+    """Score-CAM with pytorch-grad-cam's masks and chunking (its softmax weights are Score-CAM's).
 
     Each activation channel is first resized to the input with ``align_corners=True``, THEN min-max normalised
-    (``eps=1e-8``); masked inputs are forwarded ``bs`` at a time (mixing samples), and the raw target scores are
-    softmaxed over the channels.
+    (``eps=1e-8``); masked inputs are forwarded ``bs`` at a time (mixing samples), every channel included.
     """
 
-    @torch.no_grad()
-    def _get_weights(
-        self,
-        class_idx: ClassIdx | None,
-        scores: Any = None,
-        *,
-        targets: list[OutputTarget] | None = None,
-        **_: Any,
-    ) -> list[Tensor]:
+    def _channel_scores(
+        self, activations: list[Tensor], class_idx: ClassIdx | None, scores: Any, targets: Any, options: dict[str, Any]
+    ) -> list[tuple[Tensor | None, Tensor | None]]:
         if self._input is None:
             raise AssertionError("Inputs need to be forwarded in the model for the conv features to be hooked")
-        with self._hooks_off(), self._eval_mode():
-            return [self._softmax_scores(act, class_idx, targets) for act in self._check_activations()]
+        fns = resolve_targets(targets, activations[0].shape[0]) if targets is not None else None
+        with torch.no_grad(), self._hooks_off(), self.own_forwards(eval_mode=True):
+            return [(self._masked_scores(act, class_idx, fns), None) for act in activations]
 
     def _masked_chunk(self, act: Tensor, start: int, stop: int) -> tuple[Tensor, Tensor]:
         """Masked inputs ``(stop - start, Cin, H, W)`` of flattened (sample, channel) pairs, and their samples."""
@@ -155,7 +146,7 @@ class _ScoreWeights(methods.ScoreCAM):
         samples = torch.arange(start, stop, device=act.device) // act.shape[1]
         return spatial_minmax(masks, 2, _SCORE_EPS) * self._input[samples], samples
 
-    def _softmax_scores(self, act: Tensor, class_idx: ClassIdx | None, targets: list[OutputTarget] | None) -> Tensor:
+    def _masked_scores(self, act: Tensor, class_idx: ClassIdx | None, targets: Any) -> Tensor:
         if act.ndim != 4:
             raise ValueError(f"Score-CAM needs 2-D feature maps (N, C, h, w), got shape {tuple(act.shape)}")
         num_pairs = act.shape[0] * act.shape[1]
@@ -163,7 +154,7 @@ class _ScoreWeights(methods.ScoreCAM):
         for start in range(0, num_pairs, self.bs):
             batch, samples = self._masked_chunk(act, start, min(start + self.bs, num_pairs))
             chunks.append(select_scores(self.model(batch), class_idx, targets, samples))
-        return torch.softmax(torch.cat(chunks).view(act.shape[:2]), dim=-1)
+        return torch.cat(chunks).view(act.shape[:2])
 
 
 class ScoreCAM(BaseCAM):
@@ -207,7 +198,7 @@ class AblationCAM(BaseCAM):
 
     """
 
-    extractor_cls = _AblationCAM
+    extractor_cls = methods.AblationCAM
     uses_gradients = False
     supports_fast_path = False  # it evaluates the model's own tail
 

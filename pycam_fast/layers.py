@@ -1,36 +1,22 @@
-"""Target-layer resolution and model state helpers (the only place that touches the user's model).
+"""Target-layer resolution: which modules of the user's model a CAM explains.
 
-Layer resolution follows TorchCAM 0.5: a module, its dotted name, a list of those, or ``None`` for automatic
+Resolution follows TorchCAM 0.5: a module, its dotted name, a list of those, or ``None`` for automatic
 resolution (the last module, in call order, whose output keeps the input's rank with a spatial dim != 1).
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from difflib import get_close_matches
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["locate_candidate_layer", "model_eval", "module_name", "resolve_target_names"]
+from ._log import logger
+from .model_state import model_eval
 
-logger = logging.getLogger("pycam_fast")
+__all__ = ["LayerSpec", "locate_candidate_layer", "module_name", "resolve_target_names"]
 
 LayerSpec = nn.Module | str | list[nn.Module | str] | None
-
-
-@contextmanager
-def model_eval(model: nn.Module) -> Iterator[None]:
-    """Put every submodule in eval mode, restoring each one's own training flag on exit (exceptions too)."""
-    modes = [(module, module.training) for module in model.modules()]
-    try:
-        model.eval()
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 def _probe_input(model: nn.Module, input_shape: tuple[int, ...]) -> Tensor:

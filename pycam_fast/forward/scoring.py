@@ -1,11 +1,11 @@
-"""Score-CAM family weights: batched masked forwards over (sample, channel) pairs.
+"""Score-CAM family scores: batched masked forwards over (sample, channel) pairs.
 
 Every pair ``(n, c)`` masks input ``n`` with the normalised, upsampled channel ``A[n, c]`` (the backend op
-``masked_inputs``) and scores the explained output; weights are ``softmax_c`` of the scores averaged over the passes
-(noise draws or integration steps). Pairs from several samples share a chunk, so the chunk size does not change
-the result. Two savings are exact: a constant channel gives an all-zero mask, hence a zero input whose output is
-computed once for the whole batch (noise-free passes only); and, with ``top_k``, channels outside each sample's
-``top_k`` largest spatial standard deviations are not forwarded and get weight 0 (Faster Score-CAM, an
+``masked_inputs``) and scores the explained output; the scores are averaged over the passes (noise draws or
+integration steps); the methods turn them into weights. Pairs from several samples share a chunk, so the chunk size
+does not change the result. Two savings are exact: a constant channel gives an all-zero mask, hence a zero input
+whose output is computed once for the whole batch (noise-free passes only); and, with ``top_k``, channels outside
+each sample's ``top_k`` largest spatial standard deviations are not forwarded and get weight 0 (Faster Score-CAM, an
 approximation that is opt-in).
 """
 
@@ -18,10 +18,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .. import ops
 from ..targets import ClassIdx, OutputTarget, select_scores
-from .memory import run_chunked
+from .chunking import run_chunked
 
-__all__ = ["ScorePlan", "constant_channels", "score_weights", "top_k_channels"]
+__all__ = ["ScorePlan", "constant_channels", "masked_scores", "top_k_channels"]
 
 
 def constant_channels(activations: Tensor) -> Tensor:
@@ -41,7 +42,7 @@ def top_k_channels(activations: Tensor, k: int) -> Tensor:
 
 @dataclass
 class ScorePlan:
-    """How to compute Score-CAM family weights.
+    """How to run the masked forwards of a Score-CAM family method.
 
     Attributes:
         passes: one dict per pass with optional ``noise`` (indexable by pair indices) and ``scale``.
@@ -51,6 +52,7 @@ class ScorePlan:
         input_dtype: dtype of the masked inputs (default: the input's).
         channels_last: build channels-last masked inputs.
         progress: optional bar with ``update(n)``.
+        backend: backend of the ``masked_inputs`` op.
 
     """
 
@@ -61,14 +63,18 @@ class ScorePlan:
     input_dtype: torch.dtype | None = None
     channels_last: bool = False
     progress: Any = None
+    backend: str = "auto"
 
 
-def _masked_batch(
-    ops: Any, act: Tensor, inputs: Tensor, pairs: Tensor, extra: dict[str, Any], plan: ScorePlan
-) -> Tensor:
+def _masked_batch(act: Tensor, inputs: Tensor, pairs: Tensor, extra: dict[str, Any], plan: ScorePlan) -> Tensor:
     """Masked inputs of the flattened ``pairs`` (sorted), one ``masked_inputs`` call per contiguous run."""
     num_ch = act.shape[1]
-    kwargs = {"scale": extra.get("scale", 1.0), "out_dtype": plan.input_dtype, "channels_last": plan.channels_last}
+    kwargs = {
+        "scale": extra.get("scale", 1.0),
+        "out_dtype": plan.input_dtype,
+        "channels_last": plan.channels_last,
+        "backend": plan.backend,
+    }
     noise = extra.get("noise")
     first, count = int(pairs[0]), pairs.numel()
     if int(pairs[-1]) - first + 1 == count:  # one contiguous range: the op's own slicing
@@ -84,20 +90,18 @@ def _masked_batch(
     return torch.cat(parts)
 
 
-def score_weights(
+def masked_scores(
     model: Callable[[Tensor], Any],
-    ops: Any,
     act: Tensor,
     inputs: Tensor,
     class_idx: ClassIdx | None,
     targets: list[OutputTarget] | None,
     plan: ScorePlan,
 ) -> Tensor:
-    """Softmax Score-CAM weights of one layer.
+    """Each channel's masked-input score of one layer, averaged over the passes.
 
     Args:
         model: maps a batch of masked inputs ``(M, Cin, *S_in)`` to outputs ``(M, K)``.
-        ops: backend ops (``masked_inputs``).
         act: ``(N, C, *S)`` target layer activations.
         inputs: ``(N, Cin, *S_in)`` inputs of the explained forward.
         class_idx: explained class (one int or N ints), or ``None`` with ``targets``.
@@ -105,7 +109,7 @@ def score_weights(
         plan: chunking and savings.
 
     Returns:
-        ``(N, C)`` weights in ``act``'s dtype.
+        ``(N, C)`` scores in fp32 (fp64 for fp64 activations); ``-inf`` for channels outside ``top_k``.
 
     """
     num_n, num_ch = act.shape[:2]
@@ -137,7 +141,7 @@ def score_weights(
         ) -> None:
             chunk_pairs = pairs[start:stop]
             with_zero = ride and stop > pairs.numel()
-            batch = _masked_batch(ops, act, inputs, chunk_pairs, extra, plan) if chunk_pairs.numel() else None
+            batch = _masked_batch(act, inputs, chunk_pairs, extra, plan) if chunk_pairs.numel() else None
             if with_zero:
                 like = batch if batch is not None else inputs.to(plan.input_dtype or inputs.dtype)
                 zero = like.new_zeros((1, *like.shape[1:]))
@@ -157,7 +161,7 @@ def score_weights(
     scores = total / len(plan.passes)
     if keep is not None:
         scores = scores.masked_fill(~keep.flatten(), float("-inf"))
-    return torch.softmax(scores.view(num_n, num_ch), dim=-1).to(act.dtype)
+    return scores.view(num_n, num_ch)
 
 
 def _zero_input_scores(

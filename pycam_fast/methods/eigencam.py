@@ -1,4 +1,4 @@
-"""Eigen-CAM (Muhammad & Yeasin 2020) and Eigen-Grad-CAM: the first principal component of the features.
+"""Eigen-CAM ("Eigen-CAM: Class Activation Map using Principal Components", Muhammad & Yeasin 2020).
 
 Per image, the ``(N, C, *S)`` features become a ``(P, C)`` matrix (``P = prod(S)``, NaN set to 0), centred per
 channel; the map is its projection on the first right-singular vector, found as the top eigenvector of the
@@ -14,21 +14,16 @@ batched CPU copy per layer): the pytorch-grad-cam compatibility layer uses it.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..hooks import LayerSpec
-from ..targets import ClassIdx, OutputTarget
-from .core import _CAM
-from .gradient import _GradCAM
-from .gradient_variants import PrecomputedMaps
+from .extractor import CAMExtractor
+from .options import check_option
+from .spec import CamTerms, LayerInputs, MethodSpec, register_method
 
-__all__ = ["EigenCAM", "EigenGradCAM", "SIGN_CONVENTIONS", "principal_projection"]
-
-SIGN_CONVENTIONS = ("max", "numpy", "none")
+__all__ = ["EIGENCAM", "EigenCAM", "principal_projection", "projection_terms"]
 
 
 def _centred_matrix(features: Tensor) -> Tensor:
@@ -85,8 +80,7 @@ def principal_projection(features: Tensor, sign: str = "max") -> Tensor:
         ValueError: an unknown ``sign``.
 
     """
-    if sign not in SIGN_CONVENTIONS:
-        raise ValueError(f"`sign` must be one of {SIGN_CONVENTIONS}, got {sign!r}")
+    sign = check_option("sign", sign)
     matrix = _centred_matrix(features)
     vector = _numpy_top_right_vector(matrix) if sign == "numpy" else _top_right_vector(matrix)
     projection = (matrix @ vector.unsqueeze(-1)).squeeze(-1)
@@ -96,74 +90,34 @@ def principal_projection(features: Tensor, sign: str = "max") -> Tensor:
     return projection.view(features.shape[0], *features.shape[2:])
 
 
-def _check_sign(sign: str) -> str:
-    if sign not in SIGN_CONVENTIONS:
-        raise ValueError(f"`sign` must be one of {SIGN_CONVENTIONS}, got {sign!r}")
-    return sign
+def projection_terms(features: Tensor, sign: str) -> CamTerms:
+    """The terms of a map that is the principal projection of ``features``: one unit-weight channel."""
+    with torch.no_grad():
+        projection = principal_projection(features, sign).unsqueeze(1)
+    return CamTerms(projection.new_ones(1, 1), projection)
 
 
-class _EigenMaps(PrecomputedMaps):
-    """Shared Eigen logic: the map of a layer is the principal projection of :meth:`_features`.
+def _terms(layer: LayerInputs) -> CamTerms:
+    return projection_terms(layer.activations, layer.options["sign"])
 
-    Args:
-        model: the model to explain.
-        target_layer: a module, its dotted name, a list of those, or ``None`` (automatic).
-        sign: sign convention of the singular vector (see :func:`principal_projection`).
-        input_shape: one sample's input shape, used by the automatic layer resolution.
-        kwargs: ``enable_hooks``, ``reshape_transform``, ``backend``.
 
-    Raises:
-        ValueError: an unknown ``sign``.
+EIGENCAM = register_method(
+    MethodSpec(
+        name="EigenCAM",
+        kind="activation",
+        terms=_terms,
+        summary="L = ReLU(projection of the centred A on its first principal component)",
+        options={"sign": "max"},
+        class_agnostic=True,
+    )
+)
 
+
+class EigenCAM(CAMExtractor):
+    r"""Eigen-CAM: ``L = ReLU(first principal component projection of A)``.
+
+    Gradient-free and class-agnostic (``class_idx`` / ``targets`` are accepted and ignored; no scores are needed).
+    Takes ``sign`` (see :func:`principal_projection`) besides :class:`~.extractor.CAMExtractor`'s arguments.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        target_layer: LayerSpec = None,
-        sign: str = "max",
-        input_shape: tuple[int, ...] = (3, 224, 224),
-        **kwargs: Any,
-    ) -> None:
-        self.sign = _check_sign(sign)
-        super().__init__(model, target_layer, input_shape, **kwargs)
-        self._relu = True
-
-    def _features(self, class_idx: ClassIdx | None, scores: Any, **kwargs: Any) -> list[Tensor]:
-        """``(N, C, *S)`` features to project, one per layer."""
-        raise NotImplementedError
-
-    def _get_weights(self, class_idx: ClassIdx | None, scores: Any = None, **kwargs: Any) -> list[Tensor]:
-        features = self._features(class_idx, scores, **kwargs)
-        with torch.no_grad():
-            return self._store_maps([principal_projection(f, self.sign).unsqueeze(1) for f in features])
-
-    def _extra_repr(self) -> str:
-        return f"target_layer={self.target_names}, sign={self.sign!r}"
-
-
-class EigenGradCAM(_EigenMaps, _GradCAM):
-    r"""Eigen-Grad-CAM (pytorch-grad-cam): ``L = ReLU(first principal component projection of g * A)``.
-
-    Takes ``sign`` (see :func:`principal_projection`) besides :class:`_GradCAM`'s arguments.
-    """
-
-    def _features(self, class_idx: ClassIdx | None, scores: Any, **kwargs: Any) -> list[Tensor]:
-        grads = self._grads(class_idx, scores, **kwargs)
-        return [g * a for g, a in zip(grads, self.hook_a, strict=True)]
-
-
-class EigenCAM(_EigenMaps, _CAM):
-    r"""Eigen-CAM ("Eigen-CAM: Class Activation Map using Principal Components", Muhammad & Yeasin 2020).
-
-    ``L = ReLU(first principal component projection of A)``: gradient-free and class-agnostic (``class_idx`` /
-    ``targets`` are accepted and ignored; no scores are needed). Takes ``sign`` (see :func:`principal_projection`).
-    """
-
-    def _precheck(
-        self, class_idx: ClassIdx | None, scores: Any = None, targets: OutputTarget | list[OutputTarget] | None = None
-    ) -> None:
-        self._check_activations()
-
-    def _features(self, class_idx: ClassIdx | None, scores: Any, **kwargs: Any) -> list[Tensor]:
-        return self._check_activations()
+    spec = EIGENCAM

@@ -12,24 +12,13 @@ closed form ``dY_c / dA_k(i, j) = W[c, k] / (h * w)``.
 from __future__ import annotations
 
 import itertools
-import logging
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, fx, nn
 
-__all__ = ["LinearHead", "TailSplit", "linear_head", "linear_head_grads", "log_once", "split_tail"]
-
-logger = logging.getLogger("pycam_fast")
-_LOGGED: set[str] = set()
-
-
-def log_once(message: str) -> None:
-    """Log ``message`` on the ``pycam_fast`` logger the first time only."""
-    if message not in _LOGGED:
-        _LOGGED.add(message)
-        logger.warning(message)
+__all__ = ["LinearHead", "TailSplit", "linear_head", "linear_head_grads", "split_tail"]
 
 
 @dataclass

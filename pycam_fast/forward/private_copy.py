@@ -1,13 +1,19 @@
-"""A private, inference-optimised copy of a model for the many masked forwards of perturbation methods.
+"""A private, inference-optimised copy of a model, kept in step with it (one staleness rule: parameter versions).
 
-The copy is in eval mode with frozen parameters, conv-batchnorm pairs folded (torch.fx) when the model traces, and
-optionally channels-last and ``torch.compile``d; forwards run under ``torch.inference_mode`` and, for
-``precision="bf16"|"fp16"``, ``torch.autocast``. The user's model is never modified.
+The copy is in eval mode with frozen parameters, conv-batchnorm pairs folded (torch.fx) when the model traces, no
+module hooks, and optionally channels-last and ``torch.compile``d; forwards run under ``torch.inference_mode`` and,
+for ``precision="bf16"|"fp16"``, ``torch.autocast``. The user's model is never modified. The copy is rebuilt whenever
+:func:`parameter_versions` of the model changes (optimiser steps, ``load_state_dict``, in-place updates under
+``no_grad``, ``.to()``); changes made through ``.data`` are not seen: call :meth:`FastModel.reset`.
+
+A copy runs no hooks, so it only stands in for a model whose hooks are CAM libraries' own recorders
+(:func:`foreign_hooks` lists the others; callers run the model itself when there are any).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 from collections.abc import Collection
 from contextlib import AbstractContextManager, ExitStack, contextmanager
@@ -16,11 +22,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .tail import log_once
+from .._log import log_once
 
-__all__ = ["PRECISIONS", "FastModel", "check_precision", "module_hooks", "parameter_versions"]
+__all__ = ["PRECISIONS", "FastModel", "check_precision", "foreign_hooks", "forward_context", "parameter_versions"]
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+#: packages whose recording hooks on a model are not part of its computation (left out of the private copy)
+_OBSERVER_PACKAGES = ("pycam_fast.", "pytorch_grad_cam.", "torchcam.", "captum.")
 
 
 def check_precision(precision: str) -> torch.dtype | None:
@@ -78,7 +87,7 @@ def _fold_conv_bn(model: nn.Module, keep: Collection[str] = ()) -> nn.Module:
 
 
 class FastModel:
-    """Inference-only private copy of ``model``.
+    """Inference-only private copy of ``model``, rebuilt when the model's parameters change.
 
     Args:
         model: the user's model (copied, never modified).
@@ -86,12 +95,9 @@ class FastModel:
         channels_last: convert the copy (and each input) to channels-last memory format (4-D inputs).
         fold_bn: fold conv-batchnorm pairs.
         compile: ``torch.compile`` the copy for one static batch size (the largest seen; smaller batches are padded
-            with zeros, so the last chunk of a run does not recompile). CPU: Inductor with weight freezing (1.19x
-            eager channels-last for ResNet-18 at batch 64 on a 2-core Xeon, after a ~25 s compile); CUDA: CUDA
-            graphs (``mode="reduce-overhead"``). Worth it for long runs only.
+            with zeros, so the last chunk of a run does not recompile). CPU: Inductor with weight freezing; CUDA:
+            CUDA graphs (``mode="reduce-overhead"``). Worth it for long runs only.
         keep: dotted names of convs whose output must stay as is (not folded with their batchnorm): target layers.
-        strip_hooks: copy the model without its module hooks (forward, pre-forward, backward); they are not
-            deep-copied either (a hook's owner, e.g. a CAM object, is not duplicated).
 
     """
 
@@ -103,37 +109,62 @@ class FastModel:
         fold_bn: bool = True,
         compile: bool = False,
         keep: Collection[str] = (),
-        strip_hooks: bool = False,
     ) -> None:
         self.autocast_dtype = check_precision(precision)
-        private = _copy_without_hooks(model) if strip_hooks else copy.deepcopy(model)
+        self.source = model
+        self.channels_last = channels_last
+        self._options = (fold_bn, compile, tuple(keep))
+        self._module: nn.Module | None = None
+        self._key: tuple[Any, ...] | None = None
+        self._compiled: Any = None
+        self._batch = 0
+
+    @property
+    def module(self) -> nn.Module:
+        """The private copy, rebuilt first if the model's parameters or buffers changed since it was taken."""
+        key = parameter_versions(self.source)
+        if self._module is None or key != self._key:
+            self.reset()  # free the stale copy before taking the new one
+            self._module, self._key = self._build(), key
+        return self._module
+
+    def reset(self) -> None:
+        """Drop the copy (after changing the weights through ``.data``, which :func:`parameter_versions` misses)."""
+        self._module = self._key = self._compiled = None
+        self._batch = 0
+
+    def _build(self) -> nn.Module:
+        fold_bn, compile_, keep = self._options
+        private = _copy_without_hooks(self.source)
         private.eval()
         for param in private.parameters():
             param.requires_grad_(False)
         if fold_bn:
             private = _fold_conv_bn(private, keep)
-        if channels_last:
+        if self.channels_last:
             private = private.to(memory_format=torch.channels_last)
-        self.module = private
-        self.channels_last = channels_last
-        param = next(iter(private.parameters()), None)
-        self.device = param.device if param is not None else torch.device("cpu")
-        self._compiled: Any = None
-        self._batch = 0
-        if compile:
+        if compile_:
             options = {"mode": "reduce-overhead"} if self.device.type == "cuda" else {"options": {"freezing": True}}
             self._compiled = torch.compile(private, dynamic=False, **options)
+        return private
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the model's parameters (CPU for a parameter-free model)."""
+        param = next(iter(self.source.parameters()), None)
+        return param.device if param is not None else torch.device("cpu")
 
     def context(self) -> AbstractContextManager[None]:
         """The context every forward runs in (inference mode, autocast when asked)."""
-        return _forward_context(self.device, self.autocast_dtype)
+        return forward_context(self.device, self.autocast_dtype, inference=True)
 
     def __call__(self, inputs: Tensor) -> Tensor:
         """Forward ``inputs`` ``(M, *input_shape)``; returns the output in fp32 (or the model's wider dtype)."""
+        module = self.module
         if self.channels_last and inputs.ndim == 4:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         with self.context():
-            out = self._compiled_forward(inputs) if self._compiled is not None else self.module(inputs)
+            out = self._compiled_forward(inputs) if self._compiled is not None else module(inputs)
         if isinstance(out, Tensor) and out.dtype in (torch.float16, torch.bfloat16):
             out = out.float()
         return out
@@ -160,7 +191,7 @@ def _format(t: Tensor) -> torch.memory_format:
     )
 
 
-#: the per-module hook dictionaries that ``strip_hooks`` leaves out of the copy
+#: the per-module hook dictionaries the copy leaves out
 _HOOK_DICTS = (
     "_forward_hooks",
     "_forward_hooks_with_kwargs",
@@ -183,7 +214,7 @@ def _copy_without_hooks(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
-def module_hooks(model: nn.Module) -> list[tuple[str, Any]]:
+def _module_hooks(model: nn.Module) -> list[tuple[str, Any]]:
     """``(module name, hook)`` for every forward, pre-forward and backward hook registered on ``model``'s modules."""
     found = []
     for name, module in model.named_modules():
@@ -191,6 +222,18 @@ def module_hooks(model: nn.Module) -> list[tuple[str, Any]]:
             hooks = getattr(module, attr, None) or {}
             found.extend((name, hook) for hook in hooks.values())
     return found
+
+
+def foreign_hooks(model: nn.Module) -> list[str]:
+    """Names of the modules of ``model`` with hooks other than CAM libraries' recording hooks (sorted)."""
+    return sorted({name or "<model>" for name, hook in _module_hooks(model) if not _is_cam_observer(hook)})
+
+
+def _is_cam_observer(hook: Any) -> bool:
+    """Whether ``hook`` is a CAM library's recording hook (a method of one of its objects, possibly partial)."""
+    func = hook.func if isinstance(hook, functools.partial) else hook
+    owner = getattr(func, "__self__", None)
+    return owner is not None and type(owner).__module__.startswith(_OBSERVER_PACKAGES)
 
 
 def parameter_versions(model: nn.Module) -> tuple[tuple[int, int, int], ...]:
@@ -205,9 +248,11 @@ def parameter_versions(model: nn.Module) -> tuple[tuple[int, int, int], ...]:
 
 
 @contextmanager
-def _forward_context(device: torch.device, dtype: torch.dtype | None) -> Any:
+def forward_context(device: torch.device, dtype: torch.dtype | None, inference: bool) -> Any:
+    """Autocast to ``dtype`` on ``device`` (none for fp32), under ``torch.inference_mode`` if ``inference``."""
     with ExitStack() as stack:
-        stack.enter_context(torch.inference_mode())
+        if inference:
+            stack.enter_context(torch.inference_mode())
         if dtype is not None:
             stack.enter_context(torch.autocast(device.type, dtype=dtype))
         yield

@@ -1,0 +1,105 @@
+"""Score-CAM ("Score-CAM: Score-Weighted Visual Explanations", Wang et al. 2020), and the family's extractor base.
+
+Each channel's activation, min-max normalised and upsampled to the input size, masks the stored input;
+``w_k = softmax_k(Y^c(M_k * X))`` over the channels (TorchCAM subtracts the score of the unmasked input first, which
+cancels in the softmax, so it is not computed), ``L = ReLU(sum_k w_k A_k)``. The masked forwards are batched over
+samples and channels (:func:`pycam_fast.forward.scoring.masked_scores`; constant channels give the all-zero input,
+forwarded once; the opt-in ``top_k`` keeps each sample's ``top_k`` highest-variance channels, Faster Score-CAM).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..forward.scoring import ScorePlan, masked_scores
+from ..layers import LayerSpec
+from ..targets import ClassIdx, resolve_targets
+from .extractor import CAMExtractor
+from .spec import CamTerms, LayerInputs, MethodSpec, register_method
+
+__all__ = ["SCORECAM", "MaskedForwardExtractor", "ScoreCAM", "score_terms"]
+
+
+def score_terms(layer: LayerInputs) -> CamTerms:
+    """The Score-CAM family's weights: the softmax over channels of their (averaged) masked scores."""
+    weights = torch.softmax(layer.scores, dim=-1).to(layer.activations.dtype)  # type: ignore[arg-type]
+    return CamTerms(weights, layer.activations)
+
+
+SCORECAM = register_method(
+    MethodSpec(
+        name="ScoreCAM",
+        kind="score",
+        terms=score_terms,
+        summary="w_k = softmax_k(Y(minmax(U(A_k)) * x)); L = ReLU(sum_k w_k A_k)",
+        options={"top_k": None},
+        passes=lambda _act, _inputs, _options: [{}],
+    )
+)
+
+
+class MaskedForwardExtractor(CAMExtractor):
+    """The Score-CAM family's extractor: the stored input masked by each channel, ``batch_size`` per forward.
+
+    Args:
+        model: the model to explain.
+        target_layer: a module, its dotted name, a list of those, or ``None`` (automatic).
+        batch_size: number of masked inputs per forward (they mix samples; results do not depend on it).
+        input_shape: one sample's input shape, used by the automatic layer resolution.
+        kwargs: ``enable_hooks``, ``reshape_transform``, ``backend`` and the method's options.
+
+    Raises:
+        ValueError: ``batch_size < 1``.
+
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layer: LayerSpec = None,
+        batch_size: int = 32,
+        input_shape: tuple[int, ...] = (3, 224, 224),
+        **kwargs: Any,
+    ) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}")
+        super().__init__(model, target_layer, input_shape, **kwargs)
+        self.bs = batch_size
+
+    def _channel_scores(
+        self, activations: list[Tensor], class_idx: ClassIdx | None, scores: Any, targets: Any, options: dict[str, Any]
+    ) -> list[tuple[Tensor | None, Tensor | None]]:
+        if self._input is None:
+            raise AssertionError("Inputs need to be forwarded in the model for the conv features to be hooked")
+        fns = resolve_targets(targets, activations[0].shape[0]) if targets is not None else None
+        results: list[tuple[Tensor | None, Tensor | None]] = []
+        with torch.no_grad(), self._hooks_off(), self.own_forwards(eval_mode=True):
+            for act in activations:
+                plan = ScorePlan(
+                    passes=self.spec.passes(act, self._input, options),  # type: ignore[misc]
+                    chunk=self.bs,
+                    top_k=options["top_k"],
+                    backend=self.backend,
+                )
+                results.append((masked_scores(self.model, act, self._input, class_idx, fns, plan), None))
+        return results
+
+    def _repr_fields(self) -> dict[str, Any]:
+        return {"batch_size": self.bs, **_set_options(self.options)}
+
+
+def _set_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if v is not None}
+
+
+class ScoreCAM(MaskedForwardExtractor):
+    r"""Score-CAM: ``w_k = softmax_k(Y^c(M_k * X))`` with ``M_k`` the normalised, upsampled ``A_k``.
+
+    Arguments as :class:`MaskedForwardExtractor` (plus the opt-in ``top_k``).
+    """
+
+    spec = SCORECAM

@@ -1,0 +1,174 @@
+"""The backend ops: one typed function per op, routed to the fastest backend for the tensors' device.
+
+Each function below is the op's declaration (formula, shapes, dtypes); its schema is in :mod:`.schemas`, its
+executable spec in :mod:`.reference` (the ``torch`` backend and test oracle), and the compiled implementations in
+:mod:`.compiled` (``cpp``/``cuda``: ``csrc/``) and :mod:`.triton` (``kernels/``). :mod:`.dispatch` picks the backend
+(``backend="auto"``: the measured table or the static preference; an unavailable explicit backend raises
+``ValueError``) and hands inputs a kernel does not take to the reference, logging why once. The functions promote
+mixed input dtypes first, so every backend sees one dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from . import compiled as compiled
+from . import triton as triton
+from .dispatch import (
+    AUTO_PREFERENCE,
+    BackendUnavailable,
+    backends,
+    register_backend,
+    resolve,
+    run,
+    validate_backend_name,
+)
+from .reference import DEFAULT_EPS
+
+__all__ = [
+    "AUTO_PREFERENCE",
+    "DEFAULT_EPS",
+    "BackendUnavailable",
+    "backends",
+    "cam_step",
+    "gradcam_weights",
+    "gradcampp_weights",
+    "gradcampp_weights_torchcam",
+    "masked_inputs",
+    "overlay",
+    "register_backend",
+    "resolve",
+    "validate_backend_name",
+    "xgradcam_weights",
+]
+
+
+def _promoted(*tensors: Tensor) -> list[Tensor]:
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return [t.to(dtype) for t in tensors]
+
+
+def cam_step(
+    weights: Tensor,
+    activations: Tensor,
+    *,
+    relu: bool = True,
+    output_size: Sequence[int] | None = None,
+    normalize: bool = True,
+    eps: float = DEFAULT_EPS,
+    backend: str = "auto",
+) -> Tensor:
+    """The CAM step every method ends with: ``nansum_c(w * A)`` -> resize -> ReLU -> per-sample min-max.
+
+    The channel sum skips NaN products; the resize is ATen's ``align_corners=False`` (bi/tri)linear interpolation
+    (``F.interpolate``'s values), applied before ReLU and normalisation; normalisation is
+    ``(x - min) / (max(x - min) + eps)`` per sample, and a map that is constant at feature resolution becomes exactly
+    0 (the resize of a constant can move by an ulp, which ``1 / eps`` would blow up).
+
+    Args:
+        weights: ``(N, C)``, ``(1, C)`` or element-wise ``(N, C, *S)`` weights.
+        activations: ``(N, C, *S)`` with 1-3 spatial dims.
+        relu: clamp negative values (every method but base CAM).
+        output_size: optional ``S_out``; default: the feature resolution ``S``.
+        normalize: per-sample min-max normalisation.
+        eps: added to the range.
+        backend: ``"auto"`` or a backend name (see :func:`backends`).
+
+    Returns:
+        ``(N, *S_out)`` contiguous maps in the promoted dtype (fp16/bf16 accumulate in fp32).
+
+    """
+    weights, activations = _promoted(weights, activations)
+    size = None if output_size is None else [int(s) for s in output_size]
+    return run("cam_step", backend, (weights, activations, bool(relu), size, bool(normalize), float(eps)))
+
+
+def gradcam_weights(grads: Tensor, *, backend: str = "auto") -> Tensor:
+    """Grad-CAM weights ``w = mean_S(g)``: ``(N, C, *S) -> (N, C)``."""
+    return run("gradcam_weights", backend, (grads,))
+
+
+def xgradcam_weights(grads: Tensor, activations: Tensor, eps: float = DEFAULT_EPS, *, backend: str = "auto") -> Tensor:
+    """XGrad-CAM weights ``w = sum_S(g * A) / (sum_S(A) + eps)``: ``(N, C, *S) x2 -> (N, C)``."""
+    return run("xgradcam_weights", backend, (*_promoted(grads, activations), float(eps)))
+
+
+def gradcampp_weights(grads: Tensor, activations: Tensor, eps: float = DEFAULT_EPS, *, backend: str = "auto") -> Tensor:
+    """Grad-CAM++ weights: ``w = sum_S(alpha * relu(g))``, ``(N, C, *S) x2 -> (N, C)``.
+
+    ``alpha = g^2 / (2 g^2 + sum_S(A) g^3 + eps)`` where ``g^2 > 0``, else 0 (the paper's alpha, one pass).
+    """
+    return run("gradcampp_weights", backend, (*_promoted(grads, activations), float(eps)))
+
+
+def gradcampp_weights_torchcam(grads: Tensor, *, backend: str = "auto") -> Tensor:
+    """What TorchCAM 0.5.0's GradCAMpp computes: ``w = sum_S(g^2 * relu(g))`` (its alpha is lost): ``-> (N, C)``."""
+    return run("gradcampp_weights_torchcam", backend, (grads,))
+
+
+def masked_inputs(
+    activations: Tensor,
+    inputs: Tensor,
+    start: int,
+    stop: int,
+    *,
+    noise: Tensor | None = None,
+    scale: float = 1.0,
+    out_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    eps: float = DEFAULT_EPS,
+    backend: str = "auto",
+) -> Tensor:
+    """Score-CAM family masked inputs for the flattened (sample, channel) pairs ``start <= j < stop``.
+
+    For ``j = n * C + c``: ``out[j - start] = scale * (U(minmax(A[n, c])) + noise[j - start]) * inputs[n]``, where
+    ``minmax`` normalises one channel at feature resolution (``(a - min) / (max - min + eps)``) and ``U`` resizes it
+    to the input size (``align_corners=False``). The mask broadcasts over the input channels.
+
+    Args:
+        activations: ``(N, C, *S)``.
+        inputs: ``(N, Cin, *S_in)`` or ``(1, Cin, *S_in)`` (shared by every sample).
+        start: first flattened pair.
+        stop: one past the last flattened pair (``<= N * C``).
+        noise: optional ``(stop - start, *S_in)`` additive mask noise (SS-CAM).
+        scale: multiplier of the masked input (IS-CAM's integration coefficient).
+        out_dtype: dtype of the result (default: the inputs').
+        channels_last: return a channels-last (2-D) / channels-last-3d (3-D) tensor.
+        eps: added to each channel's range.
+        backend: ``"auto"`` or a backend name.
+
+    Returns:
+        ``(stop - start, Cin, *S_in)`` masked inputs.
+
+    """
+    out_dtype = out_dtype or inputs.dtype
+    activations, inputs = _promoted(activations, inputs)
+    noise = None if noise is None else noise.to(activations.dtype)
+    args = (activations, inputs, int(start), int(stop), noise, float(scale), out_dtype, bool(channels_last), float(eps))
+    return run("masked_inputs", backend, args)
+
+
+def overlay(images: Tensor, cams: Tensor, table: Tensor, *, backend: str = "auto") -> Tensor:
+    """Blend colour-mapped CAMs over images through a blend table, in one pass (uint8 written once).
+
+    Per pixel and channel ``c``: ``v`` is the 8-bit pixel (uint8 as is; float: ``trunc(255 * clamp(x, 0, 1) + 0.5)``
+    in fp32, fp64 for fp64 images, NaN -> 0), ``k = trunc(up(255 * clamp(cam, 0, 1) + 0.5))`` the LUT index (map in
+    fp32, NaN -> 0; ``up``: the bilinear resize of :func:`cam_step` to ``(H, W)`` in fp32), and
+    ``out = table[c, 256 * k + v]``. Every backend equals the reference bit for bit.
+
+    Args:
+        images: ``(N, 3, H, W)`` uint8, or float in ``[0, 1]``; any strides.
+        cams: ``(N, h, w)`` float maps in ``[0, 1]``.
+        table: ``(3, 65536)`` uint8 blend table on the images' device (``pycam_fast.utils`` builds it).
+        backend: ``"auto"`` or a backend name.
+
+    Returns:
+        ``(N, 3, H, W)`` contiguous uint8 overlays.
+
+    """
+    return run("overlay", backend, (images, cams, table))
