@@ -16,10 +16,10 @@ PY="${PY:-python3}"
 cat "$OUT/gpu_env.txt"
 ( time $PY setup.py build_ext --inplace ) > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 tail -3 "$OUT/build.log"
-$PY -c "import pycam_fast, pprint; from pycam_fast import _compiled; pprint.pprint(pycam_fast.backends()); print(_compiled.build_info())" 2>&1 | tee "$OUT/backends.txt"
+$PY -c "import pycam_fast, pprint; from pycam_fast.ops import compiled; pprint.pprint(pycam_fast.backends()); print(compiled.build_info())" 2>&1 | tee "$OUT/backends.txt"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 : > "$OUT/gpu_tests.txt"
-for t in tests/test_cuda_ops.py tests/test_triton_kernels.py tests/test_compiled_ops.py tests/test_overlay.py tests/test_backends_e2e.py; do
+for t in tests/ops tests/test_backends_e2e.py; do
   echo "== $t" >> "$OUT/gpu_tests.txt"
   # a crash names its test in the faulthandler stack: keep those lines, drop pytest's own frames
   timeout 240 $PY -m pytest -q -p no:cacheprovider "$t" -rs 2>&1 | grep -v -E '^  File ".*(_pytest|pluggy|runpy)' \
@@ -29,5 +29,5 @@ cat "$OUT/gpu_tests.txt"
 [ "${SKIP_BENCH:-0}" = 1 ] && exit 0
 [ "${BENCH_OPS:-1}" = 1 ] && timeout 200 $PY benchmarks/bench_ops.py --device cuda --out "$OUT/ops_cuda.md" 2>&1 | tail -40
 timeout 200 $PY benchmarks/bench_triton.py 2>&1 | tail -40
-cp benchmarks/results/triton_gpu.md pycam_fast/_auto_table.py "$OUT/" 2>/dev/null
+cp benchmarks/results/triton_gpu.md pycam_fast/ops/auto_table.json "$OUT/" 2>/dev/null
 ls -la "$OUT"

@@ -34,8 +34,6 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from pycam_fast.ops.reference import DEFAULT_EPS
-
 from ._common import (
     interp_scales,
     is_flat_contiguous,
@@ -225,10 +223,10 @@ def _sm_count(device: torch.device) -> int:
 def cam_step(
     weights: Tensor,
     activations: Tensor,
-    relu: bool = True,
-    output_size: Sequence[int] | None = None,
-    normalize: bool = True,
-    eps: float = DEFAULT_EPS,
+    relu: bool,
+    output_size: Sequence[int] | None,
+    normalize: bool,
+    eps: float,
     split: int | None = None,
 ) -> Tensor:
     """Triton CAM step (schema ``cam_step``; see :func:`pycam_fast.ops.cam_step`).

@@ -23,8 +23,6 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from pycam_fast.ops.reference import DEFAULT_EPS
-
 from ._common import is_flat_contiguous, pad3, spatial_offset, spatial_strides
 
 __all__ = ["gradcam_weights", "gradcampp_weights", "gradcampp_weights_torchcam", "xgradcam_weights"]
@@ -134,12 +132,12 @@ def gradcam_weights(grads: Tensor) -> Tensor:
     return _launch(_GRADCAM, grads, grads, grads.dtype, 0.0)
 
 
-def xgradcam_weights(grads: Tensor, activations: Tensor, eps: float = DEFAULT_EPS) -> Tensor:
+def xgradcam_weights(grads: Tensor, activations: Tensor, eps: float) -> Tensor:
     """XGrad-CAM weights ``sum_S(g A) / (sum_S(A) + eps)``: ``(N, C, *S) x2 -> (N, C)``."""
     return _launch(_XGRADCAM, grads, activations, grads.dtype, eps)
 
 
-def gradcampp_weights(grads: Tensor, activations: Tensor, eps: float = DEFAULT_EPS) -> Tensor:
+def gradcampp_weights(grads: Tensor, activations: Tensor, eps: float) -> Tensor:
     """Grad-CAM++ weights ``sum_S(alpha relu(g))``: ``(N, C, *S) x2 -> (N, C)``."""
     return _launch(_GRADCAMPP, grads, activations, grads.dtype, eps)
 

@@ -30,8 +30,6 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from pycam_fast.ops.reference import DEFAULT_EPS
-
 from ._common import interp_scales, lerp_source, pad3, spatial_strides
 
 __all__ = ["masked_inputs"]
@@ -206,11 +204,11 @@ def masked_inputs(
     inputs: Tensor,
     start: int,
     stop: int,
-    noise: Tensor | None = None,
-    scale: float = 1.0,
-    out_dtype: torch.dtype | None = None,
-    channels_last: bool = False,
-    eps: float = DEFAULT_EPS,
+    noise: Tensor | None,
+    scale: float,
+    out_dtype: torch.dtype | None,
+    channels_last: bool,
+    eps: float,
 ) -> Tensor:
     """Triton masked inputs (schema ``masked_inputs``; see :func:`pycam_fast.ops.masked_inputs`).
 

@@ -301,3 +301,18 @@ def test_fast_model_keeps_target_convs_and_drops_hooks() -> None:
     with torch.no_grad():
         model[2].weight.add_(1.0)
     assert parameter_versions(model) != before
+
+
+@pytest.mark.parametrize("method", ["gradcam", "scorecam"])
+def test_private_copy_follows_weight_updates(method: str) -> None:
+    """One staleness rule for every private copy: an in-place update of the weights retakes the copy."""
+    model = _model()
+    x = torch.randn(3, 3, 13, 11)
+    explainer = Explainer(model, method, "features.2", channels_last=True)
+    before = explainer(x, class_idx=[1, 2, 3])
+    with torch.no_grad():
+        model.features[2].weight.mul_(-1.0)  # moves the version counter, as an optimiser step does
+    after = explainer(x, class_idx=[1, 2, 3])
+    fresh = Explainer(model, method, "features.2", channels_last=True)(x, class_idx=[1, 2, 3])
+    torch.testing.assert_close(after, fresh, atol=1e-5, rtol=1e-5)
+    assert (after - before).abs().max() > 0.1

@@ -214,7 +214,7 @@ C10_HOST_DEVICE inline acc_t interp3(const Get& get, int64_t din, int64_t hin, i
 namespace pycam_fast {
 namespace math {
 
-// Overlay (pycam_fast.reference.overlay is the spec). A blend table row holds the 256 outputs of one LUT colour:
+// Overlay (pycam_fast.ops.reference.overlay is the spec). A blend table row holds the 256 outputs of one LUT colour:
 // out[n, c, y, x] = table[c, kBlendRow * k + v] with k the LUT index of the resized map and v the 8-bit pixel.
 constexpr int32_t kBlendRow = 256;
 constexpr int64_t kBlendTableCols = 256 * kBlendRow;  // one (256 colours x 256 pixel values) table per channel

@@ -1,5 +1,6 @@
 // Operator schemas of the pycam_fast library (the dispatcher contract; CPU and CUDA kernels register against these
-// in cpu/ and cuda/, fake/meta implementations live in pycam_fast/_compiled.py for torch.compile).
+// in cpu/ and cuda/, fake/meta implementations are the references of pycam_fast/ops/reference.py, registered in
+// pycam_fast/ops/compiled.py for torch.compile).
 #include <torch/library.h>
 
 TORCH_LIBRARY(pycam_fast, m) {

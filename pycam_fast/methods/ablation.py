@@ -19,7 +19,7 @@ from .._log import log_once
 from ..forward.ablation import Evaluator, ablation_scores, replaced_output_evaluator
 from ..forward.tail import split_tail
 from ..layers import LayerSpec
-from ..targets import ClassIdx, OutputTarget, resolve_targets, select_scores
+from ..targets import ClassIdx, OutputTarget, select_scores
 from .extractor import CAMExtractor
 from .spec import CamTerms, LayerInputs, MethodSpec, register_method
 
@@ -153,9 +153,8 @@ class AblationCAM(CAMExtractor):
     def _channel_scores(
         self, activations: list[Tensor], class_idx: ClassIdx | None, scores: Any, targets: Any, options: dict[str, Any]
     ) -> list[tuple[Tensor | None, Tensor | None]]:
-        fns = resolve_targets(targets, activations[0].shape[0]) if targets is not None else None
         results: list[tuple[Tensor | None, Tensor | None]] = []
-        with torch.no_grad(), self._hooks_off(), self.own_forwards(eval_mode=True):
+        with self.scoring_forwards(targets, activations[0].shape[0], needs_input=False) as fns:
             for name, act in zip(self.target_names, activations, strict=True):
                 evaluate = self._evaluator(name)
                 samples = torch.arange(act.shape[0], device=act.device)

@@ -151,6 +151,30 @@ class CAMExtractor:
         finally:
             self._own_forward = previous
 
+    @contextmanager
+    def scoring_forwards(
+        self, targets: Any, batch: int, needs_input: bool = True
+    ) -> Iterator[list[OutputTarget] | None]:
+        """Context of the extractor's own scoring forwards (masked or ablated inputs): no grad, hooks off, eval mode.
+
+        Args:
+            targets: the call's ``targets`` (``None`` for class indices).
+            batch: the batch size the targets must cover.
+            needs_input: the forwards need the stored input (Score-CAM family).
+
+        Yields:
+            one target callable per sample, or ``None`` for class-index scores.
+
+        Raises:
+            AssertionError: ``needs_input`` and no input was forwarded through the hooked model (TorchCAM's error).
+
+        """
+        if needs_input and self._input is None:
+            raise AssertionError("Inputs need to be forwarded in the model for the conv features to be hooked")
+        fns = resolve_targets(targets, batch) if targets is not None else None
+        with torch.no_grad(), self._hooks_off(), self.own_forwards(eval_mode=True):
+            yield fns
+
     def reset_hooks(self) -> None:
         """Clear stored activations, gradients and graph references."""
         self.hook_a: list[Tensor | None] = [None] * len(self.target_names)
@@ -379,17 +403,11 @@ class CAMExtractor:
         return self.compute_cams(class_idx, scores, normalized, targets=targets, output_size=output_size, **kwargs)
 
     def compute_cams(
-        self,
-        class_idx: ClassIdx | None = None,
-        scores: Any = None,
-        normalized: bool = True,
-        *,
-        targets: OutputTarget | list[OutputTarget] | None = None,
-        output_size: Sequence[int] | None = None,
-        **kwargs: Any,
+        self, class_idx: ClassIdx | None = None, scores: Any = None, normalized: bool = True, **kwargs: Any
     ) -> list[Tensor]:
         """Compute the CAMs without the argument checks of ``__call__`` (same arguments and result)."""
-        terms = self.cam_terms(class_idx, scores, targets=targets, **kwargs)
+        output_size = kwargs.pop("output_size", None)
+        terms = self.cam_terms(class_idx, scores, **kwargs)
         with torch.no_grad():
             return [
                 ops.cam_step(

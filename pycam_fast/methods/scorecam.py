@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ..forward.scoring import ScorePlan, masked_scores
 from ..layers import LayerSpec
-from ..targets import ClassIdx, resolve_targets
+from ..targets import ClassIdx
 from .extractor import CAMExtractor
 from .spec import CamTerms, LayerInputs, MethodSpec, register_method
 
@@ -73,11 +73,8 @@ class MaskedForwardExtractor(CAMExtractor):
     def _channel_scores(
         self, activations: list[Tensor], class_idx: ClassIdx | None, scores: Any, targets: Any, options: dict[str, Any]
     ) -> list[tuple[Tensor | None, Tensor | None]]:
-        if self._input is None:
-            raise AssertionError("Inputs need to be forwarded in the model for the conv features to be hooked")
-        fns = resolve_targets(targets, activations[0].shape[0]) if targets is not None else None
         results: list[tuple[Tensor | None, Tensor | None]] = []
-        with torch.no_grad(), self._hooks_off(), self.own_forwards(eval_mode=True):
+        with self.scoring_forwards(targets, activations[0].shape[0]) as fns:
             for act in activations:
                 plan = ScorePlan(
                     passes=self.spec.passes(act, self._input, options),  # type: ignore[misc]

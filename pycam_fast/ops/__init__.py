@@ -57,8 +57,8 @@ def cam_step(
     weights: Tensor,
     activations: Tensor,
     *,
-    relu: bool = True,
     output_size: Sequence[int] | None = None,
+    relu: bool = True,
     normalize: bool = True,
     eps: float = DEFAULT_EPS,
     backend: str = "auto",
@@ -73,8 +73,8 @@ def cam_step(
     Args:
         weights: ``(N, C)``, ``(1, C)`` or element-wise ``(N, C, *S)`` weights.
         activations: ``(N, C, *S)`` with 1-3 spatial dims.
-        relu: clamp negative values (every method but base CAM).
         output_size: optional ``S_out``; default: the feature resolution ``S``.
+        relu: clamp negative values (every method but base CAM).
         normalize: per-sample min-max normalisation.
         eps: added to the range.
         backend: ``"auto"`` or a backend name (see :func:`backends`).
@@ -117,11 +117,11 @@ def masked_inputs(
     start: int,
     stop: int,
     *,
-    noise: Tensor | None = None,
     scale: float = 1.0,
-    out_dtype: torch.dtype | None = None,
-    channels_last: bool = False,
+    noise: Tensor | None = None,
     eps: float = DEFAULT_EPS,
+    channels_last: bool = False,
+    out_dtype: torch.dtype | None = None,
     backend: str = "auto",
 ) -> Tensor:
     """Score-CAM family masked inputs for the flattened (sample, channel) pairs ``start <= j < stop``.
@@ -135,11 +135,11 @@ def masked_inputs(
         inputs: ``(N, Cin, *S_in)`` or ``(1, Cin, *S_in)`` (shared by every sample).
         start: first flattened pair.
         stop: one past the last flattened pair (``<= N * C``).
-        noise: optional ``(stop - start, *S_in)`` additive mask noise (SS-CAM).
         scale: multiplier of the masked input (IS-CAM's integration coefficient).
-        out_dtype: dtype of the result (default: the inputs').
-        channels_last: return a channels-last (2-D) / channels-last-3d (3-D) tensor.
+        noise: optional ``(stop - start, *S_in)`` additive mask noise (SS-CAM).
         eps: added to each channel's range.
+        channels_last: return a channels-last (2-D) / channels-last-3d (3-D) tensor.
+        out_dtype: dtype of the result (default: the inputs').
         backend: ``"auto"`` or a backend name.
 
     Returns:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -101,6 +102,20 @@ _UNSUPPORTED = {
 }
 
 
+def _with_schema_defaults(launcher: Callable[..., Tensor], schema: torch.FunctionSchema) -> Callable[..., Tensor]:
+    """``launcher`` called with every schema argument, defaults included.
+
+    The dispatcher drops trailing arguments equal to their defaults before it calls a Python kernel; they are put
+    back here, so the launchers declare no defaults of their own.
+    """
+    defaults = [arg.default_value for arg in schema.arguments]
+
+    def impl(*args: Any) -> Tensor:
+        return launcher(*args, *defaults[len(args) :])
+
+    return impl
+
+
 def _define_ops() -> None:
     """Define ``pycam_fast_triton::<op>`` for every launcher (once per process)."""
     if _LIBRARY:
@@ -109,9 +124,10 @@ def _define_ops() -> None:
     for op, module in _LAUNCHERS.items():
         launcher = getattr(importlib.import_module(f"pycam_fast.kernels.{module}"), op)
         lib.define(SCHEMAS[op])
-        lib.impl(op, launcher, "CUDA")
+        impl = _with_schema_defaults(launcher, getattr(getattr(torch.ops, NAMESPACE), op).default._schema)
+        lib.impl(op, impl, "CUDA")
         if interpreting():
-            lib.impl(op, launcher, "CPU")
+            lib.impl(op, impl, "CPU")
         torch.library.register_fake(f"{NAMESPACE}::{op}", getattr(reference, op), lib=lib)
     _LIBRARY.append(lib)
 

@@ -10,32 +10,7 @@ Example:
 
 from . import utils
 from .base_cam import BaseCAM
-from .cams import (
-    FEM,
-    AblationCAM,
-    EigenCAM,
-    EigenGradCAM,
-    GradCAM,
-    GradCAMElementWise,
-    GradCAMPlusPlus,
-    HiResCAM,
-    LayerCAM,
-    ScoreCAM,
-    XGradCAM,
-)
+from .cams import *  # noqa: F403 (the method classes: cams.__all__)
+from .cams import __all__ as _method_names
 
-__all__ = [
-    "FEM",
-    "AblationCAM",
-    "BaseCAM",
-    "EigenCAM",
-    "EigenGradCAM",
-    "GradCAM",
-    "GradCAMElementWise",
-    "GradCAMPlusPlus",
-    "HiResCAM",
-    "LayerCAM",
-    "ScoreCAM",
-    "XGradCAM",
-    "utils",
-]
+__all__ = ["BaseCAM", "utils", *_method_names]

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from ... import methods
 from ...ops.reference import spatial_minmax
-from ...targets import ClassIdx, resolve_targets, select_scores
+from ...targets import ClassIdx, select_scores
 from .base_cam import BaseCAM
 
 __all__ = [
@@ -133,10 +133,7 @@ class _ScoreWeights(methods.ScoreCAM):
     def _channel_scores(
         self, activations: list[Tensor], class_idx: ClassIdx | None, scores: Any, targets: Any, options: dict[str, Any]
     ) -> list[tuple[Tensor | None, Tensor | None]]:
-        if self._input is None:
-            raise AssertionError("Inputs need to be forwarded in the model for the conv features to be hooked")
-        fns = resolve_targets(targets, activations[0].shape[0]) if targets is not None else None
-        with torch.no_grad(), self._hooks_off(), self.own_forwards(eval_mode=True):
+        with self.scoring_forwards(targets, activations[0].shape[0]) as fns:
             return [(self._masked_scores(act, class_idx, fns), None) for act in activations]
 
     def _masked_chunk(self, act: Tensor, start: int, stop: int) -> tuple[Tensor, Tensor]:
