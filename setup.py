@@ -1,7 +1,10 @@
 """Build script: the Python packages (``kernels/`` ships as ``pycam_fast.kernels``) and the ``pycam_fast._C`` extension.
 
 The extension always contains the CPU kernels (``csrc/ops/cpu``); the CUDA kernels (``csrc/ops/cuda``) are added
-when nvcc is found through ``CUDA_HOME`` (or ``FORCE_CUDA=1``). ``TORCH_CUDA_ARCH_LIST`` picks the GPU
+only when a GPU is visible (``torch.cuda.is_available()``) or ``FORCE_CUDA=1`` is set (CI sets it, so every ``.cu``
+is compiled on every CI run), and then need nvcc (found through ``CUDA_HOME``/``CUDA_PATH`` or ``PATH``) and a CUDA
+build of torch (with ``FORCE_CUDA=1`` a missing nvcc or a CPU-only torch is an error, not a silent skip). Compiling
+them takes minutes, so a machine without a GPU skips them unless asked. ``TORCH_CUDA_ARCH_LIST`` picks the GPU
 architectures (torch's default otherwise: every arch of the visible GPUs, or a long list without one, so set it
 in CI: each extra arch adds a full device compile of every ``.cu``). ``PYCAM_FAST_NO_EXT=1`` skips the extension
 (pure-Python install; the ``cpp``/``cuda`` backends then report themselves unavailable).
@@ -53,7 +56,9 @@ def _extensions() -> tuple[list, dict]:
 
     force_cuda = os.environ.get("FORCE_CUDA", "0") == "1"
     cuda_home = _cuda_home()
-    with_cuda = bool(cuda_sources) and (force_cuda or cuda_home is not None) and torch.version.cuda is not None
+    gpu_visible = torch.version.cuda is not None and torch.cuda.is_available()
+    wanted = force_cuda or gpu_visible
+    with_cuda = bool(cuda_sources) and wanted and torch.version.cuda is not None and cuda_home is not None
     if with_cuda and cuda_home is not None:
         # torch resolves CUDA_HOME at import; make sure it agrees with what we found (a /usr/local/bin/nvcc wrapper
         # otherwise makes it guess /usr/local).
@@ -90,20 +95,27 @@ def _extensions() -> tuple[list, dict]:
         ext_cls = cpp_extension.CUDAExtension
         extra = {"cxx": cxx_flags, "nvcc": nvcc_flags}
         _log(
-            f"building CPU + CUDA kernels (nvcc from {cuda_home}, torch CUDA {torch.version.cuda}, "
-            f"TORCH_CUDA_ARCH_LIST={arch_list or '<unset: torch default>'}{', FORCE_CUDA=1' if force_cuda else ''})"
+            f"CPU + CUDA kernels (nvcc from {cuda_home}, torch CUDA {torch.version.cuda}, "
+            f"TORCH_CUDA_ARCH_LIST={arch_list or '<unset: torch default>'}; "
+            f"{'FORCE_CUDA=1' if force_cuda else 'a GPU is visible'})"
         )
     else:
         ext_cls = cpp_extension.CppExtension
         extra = {"cxx": cxx_flags}
-        why = (
-            "no .cu sources"
-            if not cuda_sources
-            else "torch is a CPU-only build"
-            if torch.version.cuda is None
-            else "nvcc not found (set CUDA_HOME, or FORCE_CUDA=1)"
-        )
-        _log(f"building CPU kernels only: {why}")
+        if not cuda_sources:
+            why = "no .cu sources"
+        elif torch.version.cuda is None:
+            why = "torch is a CPU-only build"
+        elif not wanted:
+            why = "no GPU visible; set FORCE_CUDA=1 to compile the CUDA kernels"
+        else:
+            why = "nvcc was not found (set CUDA_HOME to the CUDA toolkit)"
+        if force_cuda and cuda_sources:
+            # CI sets FORCE_CUDA=1 so that every .cu is compiled: skipping them silently would let a CUDA error land.
+            raise SystemExit(f"pycam_fast setup: FORCE_CUDA=1 but the CUDA kernels cannot be built: {why}")
+        if wanted:
+            why = f"a GPU is visible but {why}"
+        _log(f"CPU kernels only: {why}")
     ext = ext_cls(
         name="pycam_fast._C",
         sources=sources,
@@ -120,7 +132,7 @@ ext_modules, cmdclass = _extensions()
 setup(
     packages=packages,
     package_dir={"pycam_fast.kernels": "kernels"},
-    package_data={"pycam_fast": ["demo/*.pt", "demo/*.json"]},
+    package_data={"pycam_fast": ["demo/*.pt", "demo/*.json", "ops/auto_table.json"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

@@ -184,3 +184,61 @@ def test_gradcam_pointing_game_with_shipped_model(model, eval_set):
     assert scores.energy_in_mask > masks.float().mean().item()  # better than a uniform map
     by_name = evaluate_method("GradCAM", model, images[:50], labels[:50], masks[:50], batch_size=25)
     assert 0.0 <= by_name.pointing_game <= 1.0 and by_name.num_images == 50
+
+
+# --- the `pycam-fast demo` command (issue 17: labelled grid, explained accuracy) ---------------------------------
+
+
+def test_demo_cli_explains_its_accuracy(tmp_path, capsys):
+    from pycam_fast.__main__ import main
+
+    assert main(["demo", "--out", str(tmp_path), "--num-images", "3", "--methods", "CAM", "--seed", "2"]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    meta = json.loads(DEMO_WEIGHTS.with_suffix(".json").read_text())
+    assert summary["accuracy_at_training"] == {
+        "accuracy": meta["test_accuracy"],
+        "images": meta["test_size"],
+        "seed": meta["test_seed"],
+    }
+    assert summary["accuracy_held_out"] is None
+    preds = summary["predictions"]
+    correct = sum(p["true"] == p["predicted"] for p in preds)
+    assert len(preds) == 3 and summary["correct"] == correct and summary["accuracy"] == pytest.approx(correct / 3)
+    first = capsys.readouterr().out.splitlines()[0]
+    assert f"{correct}/3 classified correctly" in first
+    assert f"{100 * meta['test_accuracy']:.2f}% on {meta['test_size']} held-out images" in first and "README" in first
+    assert "accuracy 0." not in first  # no bare fraction without its context
+
+
+def test_demo_cli_measures_held_out_accuracy(tmp_path, capsys, model):
+    from pycam_fast.__main__ import main
+    from pycam_fast.cli.demo import held_out_accuracy
+
+    args = ["demo", "--out", str(tmp_path), "--num-images", "1", "--methods", "CAM", "--accuracy-images", "37"]
+    assert main(args) == 0
+    held_out = json.loads((tmp_path / "summary.json").read_text())["accuracy_held_out"]
+    seed = json.loads(DEMO_WEIGHTS.with_suffix(".json").read_text())["test_seed"]
+    assert held_out["images"] == 37 and held_out["seed"] == seed
+    batch = generate(37, seed)
+    expected = (model(batch.images).argmax(1) == batch.labels).float().mean().item()
+    assert held_out["accuracy"] == pytest.approx(expected, abs=1e-6)
+    assert held_out_accuracy(model, 37, seed, chunk=5) == pytest.approx(expected, abs=1e-6)
+    assert f"{100 * expected:.2f}% on 37 held-out images measured now" in capsys.readouterr().out
+    assert main(["demo", "--out", str(tmp_path), "--accuracy-images", "-1"]) == 2
+
+
+def test_demo_grid_says_titles_are_true_then_predicted(tmp_path, monkeypatch):
+    from pycam_fast.cli import demo
+
+    figures = []
+    monkeypatch.setattr(demo, "_save_figure", lambda fig, path: figures.append(fig))
+    images = torch.rand(3, 3, 8, 11)
+    overlays = {"GradCAM": (torch.rand(3, 3, 8, 11) * 255).to(torch.uint8)}
+    titles = ["circle→circle", "star→ring", "cross→cross"]
+    demo._grid(images, overlays, titles, [True, False, True], tmp_path / "g.png")
+    (fig,) = figures
+    assert "true class → predicted class" in fig._suptitle.get_text() and "2/3 correct" in fig._suptitle.get_text()
+    top = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in top] == titles
+    colors = [ax.title.get_color() for ax in top]
+    assert colors[1] == "red" and colors[0] == colors[2] == "black"

@@ -16,13 +16,27 @@ from torch import Tensor
 __all__ = [
     "CliError",
     "check_method",
+    "choices_text",
+    "method_choices",
     "print_error",
     "save_png",
     "versions",
     "write_json",
 ]
 
-_PACKAGES = ("pycam_fast", "torch", "torchvision", "numpy", "pillow", "matplotlib", "torchcam", "grad-cam")
+_PACKAGES = (
+    "pycam_fast",
+    "torch",
+    "torchvision",
+    "numpy",
+    "pillow",
+    "matplotlib",
+    "tqdm",
+    "torchcam",
+    "grad-cam",
+    "captum",
+    "triton",
+)
 
 
 class CliError(Exception):
@@ -46,20 +60,36 @@ def versions() -> dict[str, str | None]:
 
 
 def check_method(name: str) -> str:
-    """Validate a method name (TorchCAM class names, case-insensitive: ``GradCAMpp``, ``ScoreCAM``...).
+    """Validate a method name against the registry (:func:`pycam_fast.methods.method_names`, case-insensitive).
 
     Returns:
-        the engine's lower-case name.
+        the method's registered name (``"gradcampp"`` -> ``"GradCAMpp"``).
 
     Raises:
-        CliError: an unknown method, listing the known ones.
+        CliError: an unknown method, listing the registered ones.
 
     """
-    from ..engine.explainer import METHODS
+    from ..methods import get_method, method_names
 
-    if name.lower() not in METHODS:
-        raise CliError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)} (case-insensitive)")
-    return name.lower()
+    try:
+        return get_method(name).name
+    except ValueError:
+        raise CliError(
+            f"unknown method {name!r}; choose one of: {', '.join(method_names())} (case-insensitive)"
+        ) from None
+
+
+def method_choices() -> str:
+    """The registered methods, comma-separated (for ``--help``)."""
+    from ..methods import method_names
+
+    return ", ".join(method_names())
+
+
+def choices_text(values: list[str], limit: int = 60) -> str:
+    """``a, b, c`` (at most ``limit`` values, then ``... (N in all)``)."""
+    shown = ", ".join(values[:limit])
+    return shown if len(values) <= limit else f"{shown}, ... ({len(values)} in all)"
 
 
 def save_png(image: Tensor, path: Path) -> None:

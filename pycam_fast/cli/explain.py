@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from .common import CliError, check_method, print_error, save_png, versions, write_json
+from .common import CliError, check_method, choices_text, method_choices, print_error, save_png, versions, write_json
 
 __all__ = ["IMAGE_SUFFIXES", "LoadedModel", "add_parser", "collect_images", "load_model", "run"]
 
@@ -22,7 +23,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 _MODEL_HELP = (
-    "'demo' (the shipped demo CNN, 64 px), 'torchvision:NAME' (random weights: nothing is ever downloaded), "
+    "'demo' (the shipped demo CNN, 64 px), 'torchvision:NAME' (random weights drawn with --seed: nothing is ever "
+    "downloaded), "
     "'torchvision:NAME:WEIGHTS' (e.g. resnet18:IMAGENET1K_V1, only if already in the torch hub cache), or FILE.pt: "
     "a full pickled nn.Module (torch.save(model)), loaded with torch.load(weights_only=False), which runs "
     "arbitrary code: only load files you trust. torchvision models get ImageNet normalisation; others get "
@@ -70,20 +72,36 @@ def add_parser(subparsers: Any) -> None:
         "explain",
         help="explain image files: overlay PNG and raw map (.npy) per image, plus manifest.json",
         description="Compute the CAM of every image (PNG/JPEG files or folders of them) for the predicted class "
-        "(or --class), and write <stem>.png (overlay), <stem>.npy (map in [0, 1] at the input size) and "
-        "manifest.json in --out. Failed inputs are reported on stderr and the exit status is 1; the others are "
-        "still processed.",
+        "(or --class), and write <stem>.png (overlay, at the original image's size), <stem>.npy (map in [0, 1] at "
+        "the model's input size) and manifest.json in --out. Failed inputs are reported on stderr and the exit "
+        "status is 1; the others are still processed.",
     )
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders")
     parser.add_argument("--model", default="demo", help=_MODEL_HELP + " (default: %(default)s)")
-    parser.add_argument("--method", default="GradCAM", help="CAM method, e.g. GradCAM, ScoreCAM (default: %(default)s)")
-    parser.add_argument("--layer", default=None, help="target layer name (default: the model's / automatic)")
+    parser.add_argument(
+        "--method",
+        default="GradCAM",
+        help=f"CAM method, case-insensitive: {method_choices()} (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--layer", default=None, help="target layer name, from model.named_modules() (default: the model's / automatic)"
+    )
     parser.add_argument("--class", dest="class_idx", default=None, help="class index or name (default: predicted)")
     parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1'... (default: %(default)s)")
     parser.add_argument("--backend", default="auto", help="CAM ops backend: auto, torch, cpp, cuda, triton")
     parser.add_argument("--out", type=Path, default=Path("pycam_fast_out"), help="output folder (default: %(default)s)")
     parser.add_argument("--size", type=int, default=None, help="input side in pixels (default: 64 demo, else 224)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of torchvision:NAME random weights and noisy methods (default: 0)"
+    )
+    parser.add_argument(
+        "--progress",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="progress bars with ETA (images; masked forwards of the Score-CAM family and AblationCAM): "
+        "auto = only on a terminal (default: %(default)s)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -104,11 +122,13 @@ def collect_images(paths: list[Path], record: _Record) -> list[Path]:
     return files
 
 
-def _read_image(path: Path, size: int) -> Tensor:
-    """``(3, size, size)`` float image in ``[0, 1]``."""
+def _read_image(path: Path, size: int) -> tuple[Tensor, Tensor]:
+    """The model input, ``(3, size, size)`` float in ``[0, 1]``, and the original ``(3, H, W)`` uint8 image."""
     with Image.open(path) as img:
-        rgb = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-    return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        rgb = img.convert("RGB")
+    resized = rgb.resize((size, size), Image.Resampling.BILINEAR)
+    original = torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1)
+    return torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1), original
 
 
 # -- models ----------------------------------------------------------------------------------------------------------
@@ -118,12 +138,13 @@ def _demo_model() -> LoadedModel:
     return LoadedModel(load_demo_model(), IMAGE_SIZE, DEMO_TARGET_LAYER, list(CLASS_NAMES))
 
 
-def _torchvision_model(spec: str) -> LoadedModel:
+def _torchvision_model(spec: str, seed: int) -> LoadedModel:
     try:
         from torchvision import models
     except ImportError as exc:
         raise CliError("--model torchvision:... needs torchvision (pip install torchvision)") from exc
     name, _, weights_name = spec.partition(":")
+    torch.manual_seed(seed)  # random init: the same model on every run (gradcam and scorecam explain one model)
     try:
         model = models.get_model(name, weights=None)
     except ValueError as exc:
@@ -164,8 +185,12 @@ def _file_model(path: Path) -> LoadedModel:
     return LoadedModel(model.eval(), 224)
 
 
-def load_model(spec: str) -> LoadedModel:
+def load_model(spec: str, seed: int = 0) -> LoadedModel:
     """Load ``demo``, ``torchvision:NAME[:WEIGHTS]`` or a pickled ``FILE.pt`` (see ``--model``'s help).
+
+    Args:
+        spec: the ``--model`` value.
+        seed: seed of the random initialisation of ``torchvision:NAME`` models.
 
     Raises:
         CliError: an unknown model or weights, weights not cached, or an unreadable file.
@@ -174,7 +199,7 @@ def load_model(spec: str) -> LoadedModel:
     if spec == "demo":
         return _demo_model()
     if spec.startswith("torchvision:"):
-        return _torchvision_model(spec.removeprefix("torchvision:"))
+        return _torchvision_model(spec.removeprefix("torchvision:"), seed)
     return _file_model(Path(spec))
 
 
@@ -184,18 +209,73 @@ def _check_layer(model: nn.Module, layer: str | None) -> None:
     names = [name for name, _ in model.named_modules() if name]
     if layer not in names:
         close = difflib.get_close_matches(layer, names, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise CliError(f"unknown layer {layer!r} in the model{hint}")
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise CliError(f"unknown layer {layer!r} in the model; {hint}valid layers: {choices_text(names)}")
 
 
-def _class_index(value: str | None, names: list[str] | None) -> int | None:
+def _target_layer(model: nn.Module, layer: str | None, size: int) -> str:
+    """``layer`` if valid, else the automatic choice (printed once, instead of a warning per Explainer)."""
+    from ..layers import locate_candidate_layer
+
+    _check_layer(model, layer)
+    if layer is not None:
+        return layer
+    found = locate_candidate_layer(model, (3, size, size))
+    if found is None:
+        raise CliError("could not locate a target layer automatically; pass --layer NAME (see model.named_modules())")
+    print(f"target layer: {found} (located automatically; choose another with --layer)")
+    return found
+
+
+def _num_classes(model: nn.Module, size: int, device: torch.device) -> int | None:
+    """The model's number of outputs (one probe forward on zeros), ``None`` if it is not ``(1, K)``."""
+    with torch.no_grad():
+        out = model.eval()(torch.zeros(1, 3, size, size, device=device))
+    return int(out.shape[1]) if isinstance(out, Tensor) and out.ndim == 2 else None
+
+
+def _class_index(value: str | None, names: list[str] | None, num_classes: int | None = None) -> int | None:
     if value is None:
         return None
     if value.isdigit():
-        return int(value)
+        idx = int(value)
+        if num_classes is not None and idx >= num_classes:
+            known = f"; or a class name: {choices_text(names, 20)}" if names else ""
+            raise CliError(f"--class {idx} is out of range: valid indices are 0-{num_classes - 1}{known}")
+        return idx
     if names and value in names:
         return names.index(value)
-    raise CliError(f"--class {value!r} is neither an index nor a known class name")
+    if names:
+        close = difflib.get_close_matches(value, names, n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise CliError(f"unknown --class {value!r}; {hint}valid class names: {choices_text(names, 20)} (or an index)")
+    count = f" (0-{num_classes - 1})" if num_classes else ""
+    raise CliError(f"--class {value!r}: this model has no class names; pass a class index{count}")
+
+
+def _runs_on(devices: list[str], device: torch.device) -> bool:
+    return "*" in devices or device.type in devices
+
+
+def _check_backend(name: str, device: torch.device) -> None:
+    """Fail once, up front, when ``--backend`` cannot run on ``device`` (instead of once per image)."""
+    from ..ops import backends
+
+    if name == "auto":
+        return
+    table = backends()
+    usable = ", ".join(["auto"] + [b for b, e in table.items() if e["available"] and _runs_on(e["devices"], device)])
+    entry = table.get(name)
+    if entry is None:
+        raise CliError(f"unknown --backend {name!r}; choose one of: auto, {', '.join(table)}")
+    if not entry["available"]:
+        raise CliError(f"--backend {name} is not available: {entry['reason']}; usable on {device}: {usable}")
+    if not _runs_on(entry["devices"], device):
+        why = " (no GPU visible)" if device.type == "cpu" and not torch.cuda.is_available() else ""
+        raise CliError(
+            f"--backend {name} runs on {'/'.join(entry['devices'])} tensors only, but the device is {device}{why}; "
+            f"usable on {device}: {usable}"
+        )
 
 
 def _device(name: str) -> torch.device:
@@ -211,21 +291,31 @@ def _device(name: str) -> torch.device:
 
 
 # -- run -------------------------------------------------------------------------------------------------------------
-def _batches(files: list[Path], size: int, batch_size: int, record: _Record) -> Iterator[tuple[list[Path], Tensor]]:
-    """Readable images, ``batch_size`` at a time; unreadable files are recorded and skipped."""
+_Batch = tuple[list[Path], Tensor, list[Tensor]]
+
+
+def _batches(files: list[Path], size: int, batch_size: int, record: _Record) -> Iterator[_Batch]:
+    """Readable images, ``batch_size`` at a time: paths, ``(B, 3, size, size)`` inputs, original uint8 images.
+
+    Unreadable files are recorded and skipped.
+    """
     paths: list[Path] = []
     images: list[Tensor] = []
+    originals: list[Tensor] = []
     for path in files:
         try:
-            images.append(_read_image(path, size))
-            paths.append(path)
+            image, original = _read_image(path, size)
         except Exception as exc:
             record.fail(path, f"unreadable image ({type(exc).__name__}: {exc})")
+        else:
+            images.append(image)
+            originals.append(original)
+            paths.append(path)
         if len(paths) == batch_size:
-            yield paths, torch.stack(images)
-            paths, images = [], []
+            yield paths, torch.stack(images), originals
+            paths, images, originals = [], [], []
     if paths:
-        yield paths, torch.stack(images)
+        yield paths, torch.stack(images), originals
 
 
 def _unique_stem(path: Path, used: set[str]) -> str:
@@ -236,21 +326,31 @@ def _unique_stem(path: Path, used: set[str]) -> str:
     return stem
 
 
+def _tqdm_disable(mode: str) -> bool | None:
+    """The tqdm ``disable`` for ``--progress``: ``None`` (auto: a terminal only), ``False`` (on), ``True`` (off)."""
+    return {"auto": None, "on": False, "off": True}[mode]
+
+
 class _Job:
     """One ``explain`` run: the model, the explainer and what was written."""
 
-    def __init__(self, args: argparse.Namespace, loaded: LoadedModel, device: torch.device) -> None:
+    def __init__(self, args: argparse.Namespace, loaded: LoadedModel, device: torch.device, size: int) -> None:
         from ..engine import Explainer
+        from ..methods import get_method
 
         self.args, self.loaded, self.device = args, loaded, device
         self.method = check_method(args.method)
-        layer = args.layer or loaded.default_layer
-        _check_layer(loaded.model, layer)
+        _check_backend(args.backend, device)
+        self.layer = _target_layer(loaded.model, args.layer or loaded.default_layer, size)
+        num_classes = _num_classes(loaded.model, size, device) if args.class_idx is not None else None
+        self.class_idx = _class_index(args.class_idx, loaded.class_names, num_classes)
+        # the Score-CAM family and AblationCAM run one forward per channel (chunk): show their bar
+        many_forwards = get_method(self.method).kind in {"score", "ablation"}
+        progress = many_forwards and (args.progress == "on" or (args.progress == "auto" and sys.stderr.isatty()))
         try:
-            self.explainer = Explainer(loaded.model, self.method, layer, backend=args.backend)
+            self.explainer = Explainer(loaded.model, self.method, self.layer, backend=args.backend, progress=progress)
         except (TypeError, ValueError) as exc:
             raise CliError(str(exc)) from exc
-        self.class_idx = _class_index(args.class_idx, loaded.class_names)
         self.used: set[str] = set()
 
     def _normalise(self, images: Tensor) -> Tensor:
@@ -260,7 +360,7 @@ class _Job:
         std = torch.tensor(self.loaded.std, device=images.device).view(1, -1, 1, 1)
         return (images - mean) / std
 
-    def explain(self, paths: list[Path], images: Tensor, record: _Record) -> None:
+    def explain(self, paths: list[Path], images: Tensor, originals: list[Tensor], record: _Record) -> None:
         """Explain one batch and write its files (a failure fails the batch's images only)."""
         from ..utils import overlay
 
@@ -273,9 +373,10 @@ class _Job:
             return
         probs = torch.softmax(self.explainer.logits.float(), dim=1)
         classes = probs.argmax(1) if self.class_idx is None else torch.full_like(probs[:, 0], self.class_idx).long()
-        overlays = overlay(images, maps)
         for i, path in enumerate(paths):
-            record.items.append(self._write(path, overlays[i], maps[i], int(classes[i]), float(probs[i, classes[i]])))
+            # the overlay at the original image's size and aspect (the map is bilinearly upsampled to it)
+            image = overlay(originals[i][None].to(self.device), maps[i][None])[0]
+            record.items.append(self._write(path, image, maps[i], int(classes[i]), float(probs[i, classes[i]])))
 
     def _write(self, path: Path, image: Tensor, cam: Tensor, cls: int, score: float) -> dict[str, Any]:
         stem = _unique_stem(path, self.used)
@@ -287,6 +388,7 @@ class _Job:
             "file": str(path),
             "overlay": f"{stem}.png",
             "map": f"{stem}.npy",
+            "image_size": [int(image.shape[1]), int(image.shape[2])],
             "class": cls,
             "class_name": names[cls] if names and cls < len(names) else None,
             "score": score,
@@ -299,23 +401,28 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise CliError(f"--batch-size must be >= 1, got {args.batch_size}")
-    loaded = load_model(args.model)
+    loaded = load_model(args.model, args.seed)
     device = _device(args.device)
     loaded.model.to(device)
-    job = _Job(args, loaded, device)
+    size = args.size or loaded.size
+    job = _Job(args, loaded, device, size)
     record = _Record()
     files = collect_images(args.paths, record)
-    size = args.size or loaded.size
     args.out.mkdir(parents=True, exist_ok=True)
-    with tqdm(total=len(files), unit="img", disable=len(files) <= args.batch_size or None) as bar:
-        for paths, images in _batches(files, size, args.batch_size, record):
-            job.explain(paths, images, record)
+    torch.manual_seed(args.seed)  # noisy methods (SmoothGradCAMpp, SSCAM, ISCAM): the same maps on every run
+    disable = _tqdm_disable(args.progress)
+    if disable is None and len(files) <= 1:
+        disable = True  # one image: nothing to estimate
+    with tqdm(total=len(files), unit="img", desc=f"{job.method}", disable=disable) as bar:
+        for paths, images, originals in _batches(files, size, args.batch_size, record):
+            job.explain(paths, images, originals, record)
             bar.update(len(paths))
     manifest = {
         "model": args.model,
-        "method": args.method,
-        "layer": job.explainer.target_name,
+        "method": job.method,
+        "layer": job.layer,
         "input_size": size,
+        "seed": args.seed,
         "device": str(device),
         "items": record.items,
         "errors": record.errors,
@@ -323,7 +430,7 @@ def run(args: argparse.Namespace) -> int:
     }
     write_json(manifest, args.out / "manifest.json")
     print(
-        f"explained {len(record.items)} image(s) with {args.method} on {job.explainer.target_name}; "
+        f"explained {len(record.items)} of {len(files)} image(s) with {job.method} on layer {job.layer}; "
         f"{len(record.errors)} error(s); wrote {args.out / 'manifest.json'}"
     )
     return 1 if record.errors else 0
