@@ -282,3 +282,16 @@ def test_bench_prints_its_true_duration(monkeypatch: pytest.MonkeyPatch, capsys:
     out = capsys.readouterr().out
     seconds = float(out.split("bench finished in ")[1].split(" s")[0])
     assert 0.6 <= seconds < 30 and "| b | 1.0 | 2.00x |" in out
+
+
+def test_explain_gradient_filter_variants(tmp_path: Path, pngs: list[Path], capsys: pytest.CaptureFixture[str]) -> None:
+    maps = {}
+    for variant in ("none", "guided", "deconv"):
+        out = tmp_path / variant
+        args = ["explain", str(pngs[0]), "--method", "gradcam", "--gradient-filter", variant, "--out", str(out)]
+        assert main(args) == 0
+        item = json.loads((out / "manifest.json").read_text())["items"][0]
+        maps[variant] = np.load(out / item["map"])
+    assert not np.allclose(maps["none"], maps["guided"]) and not np.allclose(maps["guided"], maps["deconv"])
+    assert main(["explain", str(pngs[0]), "--method", "layercam", "--gradient-filter", "guided"]) == 2
+    assert "gradient_filter" in capsys.readouterr().err

@@ -96,6 +96,13 @@ def add_parser(subparsers: Any) -> None:
         "--seed", type=int, default=0, help="seed of torchvision:NAME random weights and noisy methods (default: 0)"
     )
     parser.add_argument(
+        "--gradient-filter",
+        choices=("none", "guided", "deconv"),
+        default="none",
+        help="GradCAM weights from filtered gradients (Xplique's variants): guided = positive gradients of positive "
+        "activations, deconv = positive gradients (default: %(default)s, the paper's Grad-CAM)",
+    )
+    parser.add_argument(
         "--progress",
         choices=("auto", "on", "off"),
         default="auto",
@@ -348,7 +355,10 @@ class _Job:
         many_forwards = get_method(self.method).kind in {"score", "ablation"}
         progress = many_forwards and (args.progress == "on" or (args.progress == "auto" and sys.stderr.isatty()))
         try:
-            self.explainer = Explainer(loaded.model, self.method, self.layer, backend=args.backend, progress=progress)
+            options = {} if args.gradient_filter == "none" else {"gradient_filter": args.gradient_filter}
+            self.explainer = Explainer(
+                loaded.model, self.method, self.layer, backend=args.backend, progress=progress, **options
+            )
         except (TypeError, ValueError) as exc:
             raise CliError(str(exc)) from exc
         self.used: set[str] = set()
