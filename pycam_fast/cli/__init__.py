@@ -1,4 +1,4 @@
-"""Command-line interface: ``pycam-fast {demo,explain,info,bench}`` (one module per command).
+"""Command-line interface: ``pycam-fast {demo,explain,explain-dataset,info,bench}`` (one module per command).
 
 Each command module exposes ``add_parser(subparsers)`` (its argparse sub-parser) and ``run(args) -> int`` (the exit
 status). :func:`main` runs in-process, so tests call ``main([...])`` directly.
@@ -10,12 +10,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import bench, demo, explain, info
+from . import bench, demo, explain, explain_dataset, info
 from .common import CliError, print_error
 
 __all__ = ["build_parser", "main"]
 
-_COMMANDS = (demo, explain, info, bench)
+_COMMANDS = (demo, explain, explain_dataset, info, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from typing import Any
 
@@ -21,14 +21,23 @@ from ..layers import resolve_target_names
 from ..methods import get_method, method_names
 from ..methods.noise import gaussian_noise
 from ..methods.options import check_output_size, resolve_options
-from ..methods.spec import GradMoments, LayerInputs
+from ..methods.spec import GradMoments, LayerInputs, MethodSpec
 from ..model_state import model_eval
 from ..targets import OutputTarget, class_indices, resolve_targets, select_scores
 
-__all__ = ["METHODS", "Explainer"]
+__all__ = ["METHODS", "Explainer", "shares_forward"]
 
 #: the registered methods' names, lower-case (``Explainer(method=...)`` is case-insensitive)
 METHODS = tuple(name.lower() for name in method_names())
+
+
+def shares_forward(spec: MethodSpec) -> bool:
+    """Whether a method's inputs come from the one explained forward (a multi-method call computes them once).
+
+    Gradient methods without noise and activation methods do; smooth gradient methods (noisy forwards), the
+    Score-CAM family (masked forwards) and Ablation-CAM (ablated forwards) need forwards of their own.
+    """
+    return (spec.kind == "gradient" and not spec.smooth) or spec.kind == "activation"
 
 
 class Explainer:
@@ -44,9 +53,16 @@ class Explainer:
     itself (logged once). The user's model is never modified (no hooks left, modes, flags and grad state restored on
     every exit).
 
+    Several methods: ``Explainer(model, methods=["gradcam", "gradcampp", "layercam"])`` returns a dict
+    ``{method key: (N, *output_size) maps}`` per call. Gradient methods (Grad-CAM, Grad-CAM++, XGrad-CAM, Layer-CAM,
+    HiRes-CAM, Grad-CAM element-wise, ...) and activation methods (CAM, Eigen-CAM, FEM) share ONE explained forward
+    (its tail-only gradients or the closed form), see :func:`shares_forward`; the others (smooth, Score-CAM family,
+    Ablation-CAM) run their own forwards as they would alone. Each map equals the one-method Explainer's.
+
     Args:
         model: the classifier to explain (``(N, *input_shape) -> (N, K)``).
-        method: a registered method's name (:func:`pycam_fast.methods.method_names`, case-insensitive).
+        method: a registered method's name (:func:`pycam_fast.methods.method_names`, case-insensitive), or a list of
+            them (as ``methods``).
         target_layer: a module or its dotted name, or ``None`` (automatic, from the first batch's shape).
         backend: backend of the CAM ops (``"auto"``, ``"torch"``, ``"cpp"``...).
         output_size: ``"input"`` (the input's spatial size), ``None`` (the feature map's) or a size tuple.
@@ -59,22 +75,27 @@ class Explainer:
             size, padding the last chunk (CPU: Inductor with weight freezing; CUDA: CUDA graphs). Pays a compile
             once per Explainer: for long runs.
         progress: show a tqdm bar over the masked / ablated forwards (if tqdm is installed).
+        methods: several methods' names (instead of ``method``): calls return a dict of maps keyed by the lower-case
+            method names (``self.methods``), in the given order.
         method_kwargs: the method's options (its ``spec.options``), e.g. ``eps`` (Grad-CAM++, XGrad-CAM),
             ``num_samples``/``std`` (SmoothGradCAMpp, SSCAM, ISCAM), ``top_k`` (Score-CAM family: Faster Score-CAM
-            approximation), ``ablation_value`` (AblationCAM), ``gradient_filter`` (Grad-CAM), ``sign``, ``k``.
+            approximation), ``ablation_value`` (AblationCAM), ``gradient_filter`` (Grad-CAM), ``sign``, ``k``. With
+            several methods, each option goes to every method that takes it.
 
     Raises:
-        ValueError: an unknown method, backend, precision or output size, or a bad option value.
-        TypeError: an option the method does not take.
+        ValueError: an unknown or repeated method, no method, backend, precision or output size, or a bad option
+            value.
+        TypeError: an option the method (with several: none of the methods) takes.
 
     """
 
     def __init__(
         self,
         model: nn.Module,
-        method: str,
+        method: str | Sequence[str] | None = None,
         target_layer: nn.Module | str | None = None,
         *,
+        methods: Sequence[str] | None = None,
         backend: str = "auto",
         output_size: str | Sequence[int] | None = "input",
         batch_size: int | None = None,
@@ -85,12 +106,25 @@ class Explainer:
         progress: bool = False,
         **method_kwargs: Any,
     ) -> None:
-        try:
-            self.spec = get_method(method)
-        except ValueError as exc:
-            raise ValueError(f"unknown `method` {method!r}; pass one of {list(METHODS)} (case-insensitive)") from exc
-        self.method = self.spec.key
-        self.options = resolve_options(self.spec, method_kwargs)
+        names, self.multi = _method_names(method, methods)
+        self.specs: tuple[MethodSpec, ...] = tuple(_spec(name) for name in names)
+        keys = [spec.key for spec in self.specs]
+        repeated = sorted({key for key in keys if keys.count(key) > 1})
+        if repeated:
+            raise ValueError(f"`methods` names {repeated} more than once")
+        self.spec, self.method, self.methods = self.specs[0], keys[0], tuple(keys)
+        if self.multi:
+            taken = set().union(*(spec.options for spec in self.specs))
+            unknown = sorted(set(method_kwargs) - taken)
+            if unknown:
+                raise TypeError(f"none of the methods {list(self.methods)} takes {unknown}; they take {sorted(taken)}")
+            self.method_options: dict[str, dict[str, Any]] = {
+                spec.key: resolve_options(spec, {k: v for k, v in method_kwargs.items() if k in spec.options})
+                for spec in self.specs
+            }
+        else:
+            self.method_options = {self.method: resolve_options(self.spec, method_kwargs)}
+        self.options = self.method_options[self.method]
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"`batch_size` must be a positive int or None, got {batch_size!r}")
         if memory_budget is not None and (not isinstance(memory_budget, int) or memory_budget < 1):
@@ -107,6 +141,8 @@ class Explainer:
         self._fast: FastModel | None = None
         self._ablation_tail: Any = None
         self.logits: Tensor | None = None
+        #: the explained class of each sample in the last call (``None`` with ``targets``)
+        self.explained_classes: list[int] | None = None
 
     # -- setup -----------------------------------------------------------------------------------------------------
     def _setup(self, inputs: Tensor) -> ExplainedForward:
@@ -141,7 +177,7 @@ class Explainer:
         inputs: Tensor,
         class_idx: int | list[int] | Tensor | None = None,
         targets: OutputTarget | list[OutputTarget] | None = None,
-    ) -> Tensor:
+    ) -> Tensor | dict[str, Tensor]:
         """Explain a batch.
 
         Args:
@@ -150,7 +186,8 @@ class Explainer:
             targets: instead of ``class_idx``, one callable (or N) mapping a sample's output to a scalar.
 
         Returns:
-            ``(N, *output_size)`` maps in [0, 1] (base CAM: min-max normalised without ReLU).
+            ``(N, *output_size)`` maps in [0, 1] (base CAM: min-max normalised without ReLU); with several methods, a
+            dict ``{method key: maps}`` in the order of ``self.methods``.
 
         Raises:
             TypeError: ``inputs`` is not a tensor.
@@ -165,56 +202,87 @@ class Explainer:
         classes = None if class_idx is None else class_indices(class_idx, inputs.shape[0])
         fns = None if targets is None else resolve_targets(targets, inputs.shape[0])
         with model_eval(self.model):
-            layer = self._layer_inputs(inputs.detach(), classes, fns)
-        terms = self.spec.terms(layer)
+            layers = self._all_layer_inputs(inputs.detach(), classes, fns)
         size = tuple(inputs.shape[2:]) if self.output_size == "input" else self.output_size
-        with torch.no_grad():
-            return ops.cam_step(
-                terms.weights.to(terms.maps.dtype),
-                terms.maps,
-                relu=self.spec.relu,
-                output_size=size,
-                normalize=True,
-                backend=self.backend,
-            )
+        cams = {}
+        for spec in self.specs:
+            terms = spec.terms(layers[spec.key])
+            with torch.no_grad():
+                cams[spec.key] = ops.cam_step(
+                    terms.weights.to(terms.maps.dtype),
+                    terms.maps,
+                    relu=spec.relu,
+                    output_size=size,
+                    normalize=True,
+                    backend=self.backend,
+                )
+        return cams if self.multi else cams[self.method]
 
-    def map(self, batches: Iterable[Any]) -> Iterator[tuple[Tensor, Tensor]]:
+    def map(self, batches: Iterable[Any]) -> Iterator[tuple[Tensor | dict[str, Tensor], Tensor]]:
         """Stream batches (tensors or ``(x, y, ...)`` tuples, e.g. a DataLoader): yields ``(cams, logits)``."""
         for batch in batches:
             inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
             cams = self(inputs)
             yield cams, self.logits  # type: ignore[misc]
 
-    def _layer_inputs(self, inputs: Tensor, classes: list[int] | None, fns: Any) -> LayerInputs:
+    def _all_layer_inputs(self, inputs: Tensor, classes: list[int] | None, fns: Any) -> dict[str, LayerInputs]:
+        """Every method's :class:`LayerInputs`: one shared forward for the methods that can share it, then the others.
+
+        Sets ``self.logits`` and ``self.explained_classes``.
+        """
+        shared = [spec for spec in self.specs if shares_forward(spec)]
+        layers: dict[str, LayerInputs] = {}
+        if shared:
+            on_copy = self._on_copy(inputs)
+            gradients = any(spec.kind == "gradient" for spec in shared)
+            fwd = self._forward.run(inputs, class_idx=classes, targets=fns, gradients=gradients, on_copy=on_copy)  # type: ignore[union-attr]
+            self.logits, self.explained_classes = fwd.outputs, fwd.class_idx
+            classes = fwd.class_idx  # the others explain the same classes (no second argmax)
+            for spec in shared:
+                layer: dict[str, Any] = {"activations": fwd.activations[0], "class_idx": fwd.class_idx}
+                if spec.kind == "gradient":
+                    layer["grads"] = fwd.grads[0]  # type: ignore[index]
+                elif spec.needs_classifier:
+                    layer["classifier"] = self._classifier(spec, on_copy, fns)
+                layers[spec.key] = LayerInputs(options=self.method_options[spec.key], backend=self.backend, **layer)
+        for spec in self.specs:
+            if spec.key not in layers:
+                layers[spec.key] = self._layer_inputs(inputs, classes, fns, spec)
+        return layers
+
+    def _layer_inputs(self, inputs: Tensor, classes: list[int] | None, fns: Any, spec: MethodSpec) -> LayerInputs:
         """The forward(s) the method's kind needs, and what its formula takes."""
-        forward, kind, on_copy = self._forward, self.spec.kind, self._on_copy(inputs)
+        forward, kind, on_copy = self._forward, spec.kind, self._on_copy(inputs)
+        options = self.method_options[spec.key]
         closed = forward.closed_form(on_copy, fns)  # type: ignore[union-attr]
         # a smooth method's gradients come from its noisy forwards unless they are the (input-independent) closed form
-        gradients = kind == "gradient" and (closed or not self.spec.smooth)
+        gradients = kind == "gradient" and (closed or not spec.smooth)
         fwd = forward.run(inputs, class_idx=classes, targets=fns, gradients=gradients, on_copy=on_copy)  # type: ignore[union-attr]
-        self.logits = fwd.outputs
+        self.logits, self.explained_classes = fwd.outputs, fwd.class_idx
         acts = fwd.activations[0]
-        layer = {"activations": acts, "options": self.options, "backend": self.backend, "class_idx": fwd.class_idx}
-        if kind == "gradient" and self.spec.smooth:
-            layer["moments"] = self._moments(inputs, fwd, fns, on_copy)
+        layer = {"activations": acts, "options": options, "backend": self.backend, "class_idx": fwd.class_idx}
+        if kind == "gradient" and spec.smooth:
+            layer["moments"] = self._moments(inputs, fwd, fns, on_copy, options)
         elif kind == "gradient":
             layer["grads"] = fwd.grads[0]  # type: ignore[index]
-        elif self.spec.needs_classifier:
-            layer["classifier"] = self._classifier(on_copy, fns)
+        elif spec.needs_classifier:
+            layer["classifier"] = self._classifier(spec, on_copy, fns)
         elif kind == "score":
-            layer["scores"] = self._masked_scores(inputs, acts, fwd.class_idx, fns)
+            layer["scores"] = self._masked_scores(inputs, acts, fwd.class_idx, fns, spec)
         elif kind == "ablation":
-            layer["scores"] = self._ablated_scores(inputs, acts, fwd.class_idx, fns)
+            layer["scores"] = self._ablated_scores(inputs, acts, fwd.class_idx, fns, spec)
             layer["base_scores"] = select_scores(self.logits, fwd.class_idx, fns)
         return LayerInputs(**layer)
 
     # -- what each kind needs --------------------------------------------------------------------------------------
-    def _moments(self, inputs: Tensor, fwd: ForwardResult, fns: Any, on_copy: bool) -> GradMoments:
+    def _moments(
+        self, inputs: Tensor, fwd: ForwardResult, fns: Any, on_copy: bool, options: Mapping[str, Any]
+    ) -> GradMoments:
         """Gradient moments over ``num_samples`` noisy copies of the inputs (TorchCAM's draws)."""
         if fwd.path == CLOSED_FORM:  # the closed form does not depend on the input: every sample has the same g
             g = fwd.grads[0]  # type: ignore[index]
             return GradMoments(g, g * g, g * g * g, g)
-        num, std = self.options["num_samples"], self.options["std"]
+        num, std = options["num_samples"], options["std"]
         sums = [torch.zeros_like(fwd.activations[0]) for _ in range(3)]
         g = sums[0]
         for _ in range(num):
@@ -225,11 +293,11 @@ class Explainer:
                 acc.add_(g.pow(power))
         return GradMoments(*(s / num for s in sums), last=g)
 
-    def _classifier(self, on_copy: bool, fns: Any) -> Tensor:
+    def _classifier(self, spec: MethodSpec, on_copy: bool, fns: Any) -> Tensor:
         head = self._forward.linear_heads(on_copy)[0]  # type: ignore[union-attr]
         if head is None or fns is not None:
             raise ValueError(
-                f"method {self.spec.name!r} needs a tail 'global average pool -> flatten -> Linear' after the target "
+                f"method {spec.name!r} needs a tail 'global average pool -> flatten -> Linear' after the target "
                 "layer and class indices (not targets): pick the last conv block as `target_layer`"
             )
         return head.weight.detach()
@@ -259,21 +327,21 @@ class Explainer:
         per_sample = forward_bytes_per_sample(model.module, inputs[:1], model.context)
         return max(1, min(budget // per_sample, 1024))
 
-    def _masked_scores(self, inputs: Tensor, acts: Tensor, classes: Any, fns: Any) -> Tensor:
-        model = self._masked_model()
-        passes = self.spec.passes(acts, inputs, self.options)  # type: ignore[misc]
+    def _masked_scores(self, inputs: Tensor, acts: Tensor, classes: Any, fns: Any, spec: MethodSpec) -> Tensor:
+        model, options = self._masked_model(), self.method_options[spec.key]
+        passes = spec.passes(acts, inputs, options)  # type: ignore[misc]
         plan = ScorePlan(
             passes=passes,
             chunk=self._chunk(model, inputs, 32),
-            top_k=self.options.get("top_k"),
+            top_k=options.get("top_k"),
             channels_last=self.channels_last,
             backend=self.backend,
         )
-        with _progress_bar(acts.shape[0] * acts.shape[1] * len(passes), self.progress, self.method) as bar:
+        with _progress_bar(acts.shape[0] * acts.shape[1] * len(passes), self.progress, spec.key) as bar:
             plan.progress = bar
             return masked_scores(model, acts, inputs, classes, fns, plan)
 
-    def _ablated_scores(self, inputs: Tensor, acts: Tensor, classes: Any, fns: Any) -> Tensor:
+    def _ablated_scores(self, inputs: Tensor, acts: Tensor, classes: Any, fns: Any, spec: MethodSpec) -> Tensor:
         if self._ablation_tail is None:
             split = split_tail(self.model, self._target_name)  # type: ignore[arg-type]
             if split.tail is None:
@@ -285,12 +353,35 @@ class Explainer:
             evaluate = lambda rows, _samples: tail(rows)  # noqa: E731
         else:
             evaluate = replaced_output_evaluator(self.model, self.model.get_submodule(self._target_name), inputs)  # type: ignore[arg-type]
-        values = self.spec.ablation_values(acts, self.options)  # type: ignore[misc]
-        with torch.inference_mode(), _progress_bar(acts.shape[0] * acts.shape[1], self.progress, self.method) as bar:
+        values = spec.ablation_values(acts, self.method_options[spec.key])  # type: ignore[misc]
+        with torch.inference_mode(), _progress_bar(acts.shape[0] * acts.shape[1], self.progress, spec.key) as bar:
             return ablation_scores(evaluate, acts, values, classes, fns, self.batch_size or 256, bar)
 
     def __repr__(self) -> str:
-        return f"Explainer(method={self.spec.name!r}, target_layer={self._target_name or self._target_spec!r})"
+        what = f"methods={[spec.name for spec in self.specs]!r}" if self.multi else f"method={self.spec.name!r}"
+        return f"Explainer({what}, target_layer={self._target_name or self._target_spec!r})"
+
+
+def _method_names(method: str | Sequence[str] | None, methods: Sequence[str] | None) -> tuple[list[Any], bool]:
+    """The method names and whether the call returns a dict (several methods, or a list was given)."""
+    if method is not None and methods is not None:
+        raise ValueError("pass either `method` or `methods`, not both")
+    given = methods if methods is not None else method
+    if given is None:
+        raise ValueError(f"pass a `method` (or a list of `methods`): one of {list(METHODS)} (case-insensitive)")
+    if isinstance(given, str):
+        return [given], False
+    names = list(given)
+    if not names:
+        raise ValueError(f"`methods` is empty; pass some of {list(METHODS)} (case-insensitive)")
+    return names, True
+
+
+def _spec(name: Any) -> MethodSpec:
+    try:
+        return get_method(name)
+    except ValueError as exc:
+        raise ValueError(f"unknown `method` {name!r}; pass one of {list(METHODS)} (case-insensitive)") from exc
 
 
 def _device(model: nn.Module) -> torch.device:
