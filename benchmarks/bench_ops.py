@@ -5,15 +5,19 @@ Usage::
     python benchmarks/bench_ops.py                    # CPU, writes benchmarks/results/ops_cpu.md
     python benchmarks/bench_ops.py --device cuda      # CUDA, adds GB/s vs a device-to-device copy (ops_cuda.md)
     python benchmarks/bench_ops.py --no-compile --sizes 1x512x7x7 64x2048x7x7 --ops cam_step
+    python benchmarks/bench_ops.py --device cuda --no-compile --cuda-kernels v1 v2 --json results/ops_v1_v2.json
 
 A script, not a test: nothing here asserts on timings. Each timing is the median of ``--repeat`` runs after
 warm-up (CUDA: synchronised). "ratio" columns are reference time / kernel time (> 1: the kernel is faster).
+``--cuda-kernels v1 v2`` times each op under every listed ``PYCAM_FAST_CUDA_KERNELS`` value in the same process
+(side by side, one copy-bandwidth measurement); ``--json`` also writes the rows as JSON (numbers, not strings).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import statistics
@@ -45,6 +49,8 @@ OPS = [
 # (sample, channel) pairs per masked_inputs call: 8 per sample (8 .. 512 pairs over the default sizes, i.e. up to a
 # 308 MB fp32 chunk at 224x224, the size of a Score-CAM chunk on a GPU).
 MASK_PAIRS_PER_SAMPLE = 8
+#: environment variable that selects the CUDA kernel generation (read by the extension at every call)
+KERNELS_ENV = "PYCAM_FAST_CUDA_KERNELS"
 
 
 def _cpu_model() -> str:
@@ -148,38 +154,71 @@ def main() -> None:
         help="ops that get the torch.compile column (compiling is minutes per op on a small CPU)",
     )
     parser.add_argument("--out", type=Path, default=None, help="markdown file (default: results/ops_<device>.md)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows (numbers) to this JSON file")
+    parser.add_argument(
+        "--cuda-kernels",
+        nargs="+",
+        default=None,
+        choices=["v1", "v2"],
+        help=f"time the kernel under each {KERNELS_ENV} value, side by side (default: the environment as is)",
+    )
     args = parser.parse_args()
     if compiled.extension_error() is not None:
         sys.exit(f"pycam_fast._C is not available: {compiled.extension_error()}")
     device = args.device
     copy_bw = _copy_bandwidth(device) if device == "cuda" else None
 
-    header = ["op", "size (N,C,H,W)", "kernel ms", "torch ms", "ratio torch/kernel"]
+    variants: list[str | None] = list(args.cuda_kernels) if args.cuda_kernels else [None]
+    header = ["op", "size (N,C,H,W)", *(["kernels"] if args.cuda_kernels else []), "kernel ms", "torch ms"]
+    header += ["ratio torch/kernel"]
     if not args.no_compile:
         header += ["compile ms", "ratio compile/kernel"]
     if copy_bw is not None:
         header += ["kernel GB/s", "% of copy"]
     rows = []
+    records: list[dict[str, object]] = []
     torch._dynamo.config.cache_size_limit = 64
+    env_before = os.environ.get(KERNELS_ENV)
     for op in args.ops:
         for size in args.sizes:
             n, c, h, w = (int(v) for v in size.lower().split("x"))
             kern, ref_fn, raw_ref, ref_args, ref_kw, moved = _case(op, n, c, h, w, device)
             with torch.no_grad():
-                t_k = _time(kern, device, args.repeat)
                 t_r = _time(ref_fn, device, args.repeat)
-                row = [op, f"{n}x{c}x{h}x{w}", f"{t_k * 1e3:.3f}", f"{t_r * 1e3:.3f}", f"{t_r / t_k:.2f}x"]
-                if not args.no_compile and op not in args.compile_ops:
-                    row += ["-", "-"]
-                elif not args.no_compile:
+                t_c = None
+                if not args.no_compile and op in args.compile_ops:
                     comp = torch.compile(raw_ref, dynamic=False)
                     t_c = _time(lambda comp=comp, ra=ref_args, rk=ref_kw: comp(*ra, **rk), device, args.repeat)
-                    row += [f"{t_c * 1e3:.3f}", f"{t_c / t_k:.2f}x"]
-                if copy_bw is not None:
+                for variant in variants:
+                    if variant is not None:
+                        os.environ[KERNELS_ENV] = variant
+                    t_k = _time(kern, device, args.repeat)
+                    row = [op, f"{n}x{c}x{h}x{w}", *([variant] if variant else []), f"{t_k * 1e3:.3f}"]
+                    row += [f"{t_r * 1e3:.3f}", f"{t_r / t_k:.2f}x"]
+                    if not args.no_compile:
+                        row += ["-", "-"] if t_c is None else [f"{t_c * 1e3:.3f}", f"{t_c / t_k:.2f}x"]
                     gbs = moved / t_k / 1e9
-                    row += [f"{gbs:.0f}", f"{100 * gbs / copy_bw:.0f}%"]
-            rows.append(row)
-            print(" | ".join(row), flush=True)
+                    if copy_bw is not None:
+                        row += [f"{gbs:.0f}", f"{100 * gbs / copy_bw:.0f}%"]
+                    rows.append(row)
+                    records.append(
+                        {
+                            "op": op,
+                            "size": f"{n}x{c}x{h}x{w}",
+                            "kernels": variant or os.environ.get(KERNELS_ENV, "v1"),
+                            "kernel_ms": t_k * 1e3,
+                            "torch_ms": t_r * 1e3,
+                            "compile_ms": None if t_c is None else t_c * 1e3,
+                            "bytes": moved,
+                            "gbs": gbs,
+                            "pct_copy": None if copy_bw is None else 100 * gbs / copy_bw,
+                        }
+                    )
+                    print(" | ".join(row), flush=True)
+    if env_before is None:
+        os.environ.pop(KERNELS_ENV, None)
+    else:
+        os.environ[KERNELS_ENV] = env_before
 
     if device == "cuda":
         machine = torch.cuda.get_device_name()
@@ -206,6 +245,20 @@ def main() -> None:
     out.write_text(text)
     print(text)
     print(f"wrote {out}")
+    if args.json is not None:
+        meta = {
+            "device": device,
+            "machine": machine,
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "torch": torch.__version__,
+            "extension": compiled.build_info(),
+            "copy_gbs": copy_bw,
+            "out_size": list(OUT_SIZE),
+            "mask_pairs_per_sample": MASK_PAIRS_PER_SAMPLE,
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"meta": meta, "rows": records}, indent=1, default=str) + "\n")
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,11 @@
 // torch.ops.pycam_fast.<name>. The module itself only reports how it was built.
 #include <torch/extension.h>
 
+#include <optional>
+#include <stdexcept>
 #include <string>
+
+#include "ops/cuda/v2_plan.h"
 
 #ifndef PYCAM_FAST_TORCH_VERSION  // set by setup.py to torch.__version__ at build time
 #define PYCAM_FAST_TORCH_VERSION "unknown"
@@ -52,10 +56,36 @@ py::dict build_info() {
   return info;
 }
 
+// The CUDA kernel generation the CUDA ops run: "v1" (verified, the default) or "v2" (bandwidth rewrite).
+std::string cuda_kernels() {
+  const int k = pycam_fast::cuda_v2::selected_kernels();
+  if (k == pycam_fast::cuda_v2::kInvalid) {
+    throw std::invalid_argument(std::string(pycam_fast::cuda_v2::kEnvVar) + " must be v1 or v2");
+  }
+  return k == pycam_fast::cuda_v2::kV2 ? "v2" : "v1";
+}
+
+void set_cuda_kernels(const std::optional<std::string>& which) {
+  if (!which.has_value()) {  // None: follow PYCAM_FAST_CUDA_KERNELS again
+    pycam_fast::cuda_v2::kernels_override().store(pycam_fast::cuda_v2::kUnset);
+    return;
+  }
+  const int k = pycam_fast::cuda_v2::parse_kernels(which->c_str());
+  if (k == pycam_fast::cuda_v2::kInvalid || which->empty()) {
+    throw std::invalid_argument("set_cuda_kernels: expected 'v1', 'v2' or None, got '" + *which + "'");
+  }
+  pycam_fast::cuda_v2::kernels_override().store(k);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "pycam_fast compiled kernels: the ops live in torch.ops.pycam_fast; this module reports the build.";
   m.def("build_info", &build_info,
         "How this extension was built: cuda (bool), cuda_version, cuda_arch_list, compiler, torch_version, ops.");
+  m.def("cuda_kernels", &cuda_kernels,
+        "The CUDA kernels the CUDA ops run now: 'v1' (default) or 'v2' (set_cuda_kernels, else the "
+        "PYCAM_FAST_CUDA_KERNELS environment variable, read at every call).");
+  m.def("set_cuda_kernels", &set_cuda_kernels, py::arg("which"),
+        "Select the CUDA kernels process-wide: 'v1', 'v2', or None to follow PYCAM_FAST_CUDA_KERNELS again.");
 }

@@ -143,10 +143,11 @@ def test_ablationcam_resnet_tail():
     _assert_parity(theirs, mine)
     with ours.AblationCAM(model, [model.layer4[-1]]) as cam:
         assert cam._extractor.uses_tail == {"layer4.1": True} and cam.batch_size == 32
+    # issue 13: these now run pytorch-grad-cam's exact procedure (parity in tests/test_gradcam_new.py)
     with pytest.raises(ValueError, match="ratio_channels_to_ablate"):
-        ours.AblationCAM(model, [model.layer4[-1]], ratio_channels_to_ablate=0.5)
-    with pytest.raises(ValueError, match="reshape_transform"):
-        ours.AblationCAM(model, [model.layer4[-1]], reshape_transform=lambda t: t)
+        ours.AblationCAM(model, [model.layer4[-1]], ratio_channels_to_ablate=1.5)
+    ours.AblationCAM(model, [model.layer4[-1]], ratio_channels_to_ablate=0.5).release()
+    ours.AblationCAM(model, [model.layer4[-1]], reshape_transform=lambda t: t).release()
 
 
 def test_float64_model():

@@ -15,12 +15,15 @@ from .eigengradcam import EigenGradCAM as EigenGradCAM
 from .extractor import _CAM as _CAM
 from .extractor import CAMExtractor as CAMExtractor
 from .fem import FEM as FEM
+from .finercam import FinerCAM as FinerCAM
 from .gradcam import GradCAM as GradCAM
 from .gradcam_elementwise import GradCAMElementWise as GradCAMElementWise
 from .gradcampp import GradCAMpp as GradCAMpp
 from .hirescam import HiResCAM as HiResCAM
 from .iscam import ISCAM as ISCAM
 from .layercam import LayerCAM as LayerCAM
+from .legrad import LeGrad as LeGrad
+from .refinecam import RefineCAM as RefineCAM
 from .scorecam import ScoreCAM as ScoreCAM
 from .smooth_gradcampp import SmoothGradCAMpp as SmoothGradCAMpp
 from .spec import CamTerms as CamTerms
@@ -34,6 +37,9 @@ from .xgradcam import XGradCAM as XGradCAM
 
 __all__ = [
     "CAMExtractor",
+    "FinerCAM",
+    "LeGrad",
+    "RefineCAM",
     "CamTerms",
     "LayerInputs",
     "MethodSpec",

@@ -13,6 +13,7 @@
 
 #include "../op_utils.h"
 #include "cuda_helpers.cuh"
+#include "ops_v2.h"
 
 namespace pycam_fast {
 
@@ -98,6 +99,9 @@ __global__ void resize_normalize_kernel(acc_t* __restrict__ partial, scalar_t* _
 
 at::Tensor cam_step_cuda(const at::Tensor& weights, const at::Tensor& activations, bool relu,
                          at::OptionalIntArrayRef output_size, bool normalize, double eps) {
+  if (v2_selected()) {  // PYCAM_FAST_CUDA_KERNELS=v2: the bandwidth rewrite (cam_step_v2.cu) unless out of envelope
+    if (auto r = cam_step_cuda_v2(weights, activations, relu, output_size, normalize, eps)) return *std::move(r);
+  }
   check_device(activations, c10::DeviceType::CUDA, "activations");
   const CamStepGeometry g = cam_step_geometry(weights, activations, output_size);
   const c10::cuda::CUDAGuard guard(activations.device());

@@ -9,6 +9,7 @@
 
 #include "../op_utils.h"
 #include "cuda_helpers.cuh"
+#include "ops_v2.h"
 
 namespace pycam_fast {
 namespace {
@@ -51,6 +52,9 @@ __global__ void weights_kernel(const scalar_t* __restrict__ g, const scalar_t* _
 
 template <WeightKind kind>
 at::Tensor weights_cuda(const at::Tensor& grads, const at::Tensor* activations, double eps, const char* op) {
+  if (v2_selected()) {  // PYCAM_FAST_CUDA_KERNELS=v2: grad_weights_v2.cu unless out of envelope
+    if (auto r = weights_cuda_v2(static_cast<int>(kind), grads, activations, eps, op)) return *std::move(r);
+  }
   check_device(grads, c10::DeviceType::CUDA, "grads");
   check_weights_args(grads, activations, op);
   const c10::cuda::CUDAGuard guard(grads.device());

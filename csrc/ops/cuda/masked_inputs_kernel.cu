@@ -12,6 +12,7 @@
 
 #include "../op_utils.h"
 #include "cuda_helpers.cuh"
+#include "ops_v2.h"
 
 namespace pycam_fast {
 namespace {
@@ -87,6 +88,11 @@ __global__ void masked_inputs_kernel(const scalar_t* __restrict__ a, const scala
 at::Tensor masked_inputs_cuda(const at::Tensor& activations, const at::Tensor& inputs, int64_t start, int64_t stop,
                               const std::optional<at::Tensor>& noise, double scale,
                               std::optional<at::ScalarType> out_dtype, bool channels_last, double eps) {
+  if (v2_selected()) {  // PYCAM_FAST_CUDA_KERNELS=v2: masked_inputs_v2.cu unless out of envelope
+    if (auto r = masked_inputs_cuda_v2(activations, inputs, start, stop, noise, scale, out_dtype, channels_last, eps)) {
+      return *std::move(r);
+    }
+  }
   check_device(activations, c10::DeviceType::CUDA, "activations");
   const MaskedGeometry g = masked_geometry(activations, inputs, start, stop, noise, out_dtype, channels_last);
   const c10::cuda::CUDAGuard guard(activations.device());

@@ -1,4 +1,4 @@
-"""Drop-in replacement for ``pytorch_grad_cam`` (grad-cam 1.5.7): same names, call style and outputs.
+"""Drop-in replacement for ``pytorch_grad_cam`` (grad-cam 1.5.7): same names, module paths, call style and outputs.
 
 Example:
     >>> from pycam_fast.compat.pytorch_grad_cam import GradCAM
@@ -6,11 +6,39 @@ Example:
     >>> with GradCAM(model, target_layers=[model.layer4[-1]]) as cam:
     ...     maps = cam(x, targets=[ClassifierOutputTarget(281)])  # (N, H, W) float32 numpy
 
+Every per-method module of pytorch-grad-cam exists here too (``pycam_fast.compat.pytorch_grad_cam.grad_cam``,
+``.fullgrad_cam``, ``.ablation_layer``, ...), as do ``utils.find_layers`` and ``utils.svd_on_activations``.
+
 """
 
 from . import utils
+from .ablation_layer import AblationLayer, AblationLayerFasterRCNN, AblationLayerVit
+from .activations_and_gradients import ActivationsAndGradients
 from .base_cam import BaseCAM
 from .cams import *  # noqa: F403 (the method classes: cams.__all__)
 from .cams import __all__ as _method_names
+from .fullgrad_cam import FullGrad
+from .guided_backprop import GuidedBackpropReLUModel
+from .kpca_cam import KPCA_CAM
+from .random_cam import RandomCAM
+from .seg_eigen_cam import SegEigenCAM
+from .shapley_cam import ShapleyCAM
+from .utils import model_targets, reshape_transforms
 
-__all__ = ["BaseCAM", "utils", *_method_names]
+__all__ = [
+    "KPCA_CAM",
+    "AblationLayer",
+    "AblationLayerFasterRCNN",
+    "AblationLayerVit",
+    "ActivationsAndGradients",
+    "BaseCAM",
+    "FullGrad",
+    "GuidedBackpropReLUModel",
+    "RandomCAM",
+    "SegEigenCAM",
+    "ShapleyCAM",
+    "model_targets",
+    "reshape_transforms",
+    "utils",
+    *_method_names,
+]

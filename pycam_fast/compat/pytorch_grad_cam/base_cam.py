@@ -8,8 +8,17 @@ per layer ``sum_c(w * A)`` (or the first-principal-component projection of ``w *
 ReLU -> per-image ``(x - min) / (1e-7 + max)`` -> bilinear resize to the input (``align_corners=False``, what
 ``cv2.resize`` INTER_LINEAR computes); layers are then stacked, ReLU'd, averaged and min-max normalised again.
 The only host copy is the final ``numpy()`` (and, with ``eigen_smooth`` / Eigen methods, one batched copy for
-NumPy's singular-vector sign). Gradients are taken with ``torch.autograd.grad`` w.r.t. the hooked outputs only:
-parameter ``.grad`` is untouched and only the tail after the target layers is back-propagated.
+NumPy's singular-vector sign: the component is centred and factorised exactly as pytorch-grad-cam does, since its
+sign flips with last-bit differences; for the same reason ``eigen_smooth`` runs the channel-weight methods through
+the generic pipeline below with NumPy weights). Gradients are taken with ``torch.autograd.grad`` w.r.t. the
+hooked outputs only: parameter ``.grad`` is untouched and only the tail after the target layers is back-propagated.
+
+Extension points (pytorch-grad-cam's): a subclass overriding ``get_cam_weights``, ``get_cam_image``,
+``compute_cam_per_layer`` or ``aggregate_multi_layers``, or built with ``compute_input_gradient=True`` /
+``detach=False``, runs the generic pipeline (``cam.last_path == "generic"``): the target layers are hooked for the
+call only, the targets are back-propagated once to the hooked outputs (to the input with
+``compute_input_gradient``, or when a later in-place op modified a hooked output), and the overridden steps run
+with pytorch-grad-cam's argument types (NumPy arrays when ``detach``); the rest runs in torch on the device.
 
 Fast path (:mod:`pycam_fast.forward.explained`; on by default, ``fast=False`` or ``cam.fast = False`` switches it
 off): the layers before the first target layer run without recording, and the gradients of a ``global average pool
@@ -23,7 +32,10 @@ called twice take the exact path.
 Deliberate differences: the model's training flags are restored after each call (pytorch-grad-cam leaves the
 model in eval mode); ``targets`` must hold one target per sample (pytorch-grad-cam silently explains only the first
 ``len(targets)`` samples); 3-D inputs are resized trilinearly (pytorch-grad-cam uses ``scipy.ndimage.zoom``, whose
-values differ); a target layer called several times in one forward uses its LAST call's output.
+values differ); a target layer called several times in one forward uses its LAST call's output (the generic
+pipeline, like pytorch-grad-cam, uses the first); parameter ``.grad`` is never written (pytorch-grad-cam zeroes and
+fills it); :attr:`BaseCAM.activations_and_grads` keeps its recordings on the model's device, and only during a call;
+``forward`` returns the maps as a tensor on the device.
 """
 
 from __future__ import annotations
@@ -39,14 +51,27 @@ from torch import Tensor, nn
 
 from ... import ops
 from ...forward.explained import ExplainedForward, argmax_classes
-from ...methods.eigencam import principal_projection
 from ...methods.extractor import CAMExtractor
 from ...methods.spec import CamTerms
 from ...model_state import model_eval
 from ...ops.reference import minmax_normalize
 from ...targets import OutputTarget
+from .activations_and_gradients import ActivationsAndGradients
+from .utils.image import scale_maps
+from .utils.model_targets import ClassifierOutputTarget
+from .utils.svd_on_activations import numpy_sign_projection
 
-__all__ = ["EPS", "EXACT", "BaseCAM"]
+__all__ = ["EPS", "EXACT", "GENERIC", "BaseCAM"]
+
+#: ``cam.last_path`` of a call that ran pytorch-grad-cam's generic pipeline (``get_cam_weights`` & co., see
+#: :class:`BaseCAM`)
+GENERIC = "generic"
+
+#: the package whose classes define the built-in behaviour (overrides from elsewhere are the user's)
+_PACKAGE = __name__.rpartition(".")[0]
+
+#: pytorch-grad-cam's extension points: a subclass defining one of them outside this package runs the generic path
+_EXTENSION_POINTS = ("get_cam_weights", "get_cam_image", "compute_cam_per_layer", "aggregate_multi_layers")
 
 #: ``cam.last_path`` of a call that ran the full forward with the extractor's hooks
 EXACT = "exact"
@@ -61,14 +86,26 @@ _TTA: tuple[tuple[bool, float], ...] = tuple((flip, f) for flip in (False, True)
 class BaseCAM:
     """pytorch-grad-cam ``BaseCAM`` API: ``Method(model, target_layers, reshape_transform=None)``.
 
-    Subclasses set :attr:`extractor_cls` (a :mod:`pycam_fast.methods` class) and, if needed, extra keyword
-    arguments for its weights.
+    Built-in subclasses set :attr:`extractor_cls` (a :mod:`pycam_fast.methods` class) and, if needed, extra keyword
+    arguments for its weights. pytorch-grad-cam's extension points work as in 1.5.7: a subclass that overrides
+    ``get_cam_weights(input_tensor, target_layer, targets, activations, grads) -> (N, C) weights`` (the documented way
+    to add a method; ``activations`` / ``grads`` are NumPy arrays when ``detach``), ``get_cam_image``,
+    ``compute_cam_per_layer`` or ``aggregate_multi_layers`` runs the generic pipeline (:data:`GENERIC`): hooks
+    record the target layers (:attr:`activations_and_grads`, an :class:`ActivationsAndGradients`), one backward
+    (``torch.autograd.grad``: parameter ``.grad`` untouched; ``input_tensor.grad`` set with
+    ``compute_input_gradient``; the graph kept with ``detach=False``), then the overridden steps, with the weighted
+    sum, ReLU, normalisation, resize and layer mean in torch on the device.
 
     Args:
         model: the model to explain (its training flags are restored after each call).
         target_layers: a non-empty list of submodules of ``model``.
         reshape_transform: applied to the hooked activations and gradients (e.g.
             :func:`~pycam_fast.compat.pytorch_grad_cam.utils.reshape_transforms.vit_reshape_transform`).
+        compute_input_gradient: make the input require grad, so ``input_tensor.grad`` is set (generic path).
+        uses_gradients: whether to back-propagate the targets (default: the class's :attr:`uses_gradients`).
+        tta_transforms: a ``ttach.Compose`` of augmentations for ``aug_smooth`` (default: horizontal flip x
+            brightness 0.9 / 1 / 1.1, pytorch-grad-cam's).
+        detach: record detached activations / gradients (``False`` keeps the graph: second-order methods).
         fast: allow the fast path (private optimised model copy, closed-form gradients; see
             :mod:`pycam_fast.forward.explained`);
             also settable later as ``cam.fast``.
@@ -91,27 +128,56 @@ class BaseCAM:
     #: whether the optimised model copy may run the forward (False where the map amplifies fp32 rounding
     #: differences); an instance attribute overrides it
     optimized_copy: bool = True
+    #: whether an empty ``target_layers`` is accepted (FullGrad picks its own layers)
+    _allows_no_layers: ClassVar[bool] = False
+    #: built-in classes that always run the generic pipeline (methods without an extractor)
+    _generic: ClassVar[bool] = False
+    #: built-in classes whose ``eigen_smooth`` runs the generic pipeline with NumPy weights: the principal
+    #: component's sign is discontinuous, so the weights must be pytorch-grad-cam's to the last bit
+    _eigen_generic: ClassVar[bool] = False
 
     def __init__(
         self,
         model: nn.Module,
         target_layers: Sequence[nn.Module],
         reshape_transform: Callable[[Tensor], Tensor] | None = None,
+        compute_input_gradient: bool = False,
+        uses_gradients: bool | None = None,
+        tta_transforms: Any = None,
+        detach: bool = True,
         *,
         fast: bool = True,
         **extractor_kwargs: Any,
     ) -> None:
-        if not isinstance(target_layers, (list, tuple)) or not target_layers:
+        if not isinstance(target_layers, (list, tuple)) or (not target_layers and not self._allows_no_layers):
             raise TypeError("`target_layers` must be a non-empty list of modules, e.g. [model.layer4[-1]]")
         if any(not isinstance(layer, nn.Module) for layer in target_layers):
             raise TypeError("`target_layers` must contain nn.Module objects (submodules of `model`), not names")
+        if reshape_transform is not None and not callable(reshape_transform):
+            raise TypeError(f"`reshape_transform` must be callable or None, got {type(reshape_transform).__name__}")
         self.model = model
         self.target_layers = list(target_layers)
         self.reshape_transform = reshape_transform
+        self.compute_input_gradient = bool(compute_input_gradient)
+        if uses_gradients is not None:
+            self.uses_gradients = bool(uses_gradients)
+        self.tta_transforms = tta_transforms
+        self.detach = bool(detach)
         self.outputs: Any = None
-        self._extractor = self.extractor_cls(
-            model, self.target_layers, enable_hooks=False, reshape_transform=reshape_transform, **extractor_kwargs
+        param = next(iter(model.parameters()), None)
+        #: the model's device (pytorch-grad-cam's attribute)
+        self.device = param.device if param is not None else torch.device("cpu")
+        extractor_cls = getattr(type(self), "extractor_cls", None)
+        self._extractor = (
+            None
+            if extractor_cls is None or not self.target_layers
+            else extractor_cls(
+                model, self.target_layers, enable_hooks=False, reshape_transform=reshape_transform, **extractor_kwargs
+            )
         )
+        self._hooks = ActivationsAndGradients(model, [], reshape_transform, self.detach)
+        # the extractor's own method, not the CAM's: no reference cycle, so a dropped CAM frees its hooks at once
+        self._hooks.on_release = self._extractor.remove_hooks if self._extractor is not None else None
         self.fast = fast
         #: how the last forward ran: ``"exact"``, ``"closed_form"``, ``"tail_autograd"`` or ``"no_grad"``
         self.last_path: str | None = None
@@ -119,7 +185,11 @@ class BaseCAM:
         self.last_model: str | None = None
         #: why the last forward did not run on the optimised copy (``None`` when it did)
         self.fallback_reason: str | None = None
-        self._fast_forward = ExplainedForward(model, self._extractor.target_names) if self.supports_fast_path else None
+        self._fast_forward = (
+            ExplainedForward(model, self._extractor.target_names)
+            if self.supports_fast_path and self._extractor is not None
+            else None
+        )
 
     # -- call ------------------------------------------------------------------------------------------------------
     def __call__(
@@ -156,6 +226,8 @@ class BaseCAM:
 
     def forward(self, x: Tensor, targets: list[OutputTarget] | None, eigen_smooth: bool = False) -> Tensor:
         """One forward and the aggregated maps ``(N, H, W)`` on the device (no host copy)."""
+        if self._uses_generic_path(eigen_smooth):
+            return self._generic_forward(x, targets, eigen_smooth)
         exact_reason = self._tail_only_unavailable()
         copy_reason = exact_reason or self._copy_unavailable(x, eigen_smooth)
         with model_eval(self.model), self._recording(hooks=exact_reason is not None):
@@ -199,7 +271,7 @@ class BaseCAM:
             )
             for m in maps
         ]
-        return resized[0] if len(maps) == 1 else self.aggregate_multi_layers(resized)
+        return resized[0] if len(maps) == 1 else self._aggregate_maps(resized)
 
     def _tail_only_unavailable(self) -> str | None:
         """Why this call takes the exact path (``None``: a tail-only forward, see :mod:`._fast`)."""
@@ -249,11 +321,11 @@ class BaseCAM:
         weights, maps, backend = term.weights.to(term.maps.dtype), term.maps, self._extractor.backend
         if eigen_smooth and self.supports_eigen_smooth:
             weighted = weights[(...,) + (None,) * (maps.ndim - weights.ndim)] * maps
-            weights, maps = weights.new_ones(1, 1), principal_projection(weighted, sign="numpy").unsqueeze(1)
+            weights, maps = weights.new_ones(1, 1), numpy_sign_projection(weighted).unsqueeze(1)
         return ops.cam_step(weights, maps, relu=True, normalize=True, eps=EPS, backend=backend)
 
     @staticmethod
-    def aggregate_multi_layers(cams: list[Tensor]) -> Tensor:
+    def _aggregate_maps(cams: list[Tensor]) -> Tensor:
         """Stack ``(N, H, W)`` maps, ReLU, mean over layers, min-max normalise: ``(N, H, W)``."""
         if len(cams) == 1 and cams[0].is_floating_point():
             # one layer: the mean of one map is the map, and the per-layer maps are already >= 0 (ReLU'd, then
@@ -263,6 +335,12 @@ class BaseCAM:
         return minmax_normalize(stacked.mean(dim=1), EPS)
 
     def _augmentation_smoothing(self, x: Tensor, targets: list[OutputTarget] | None, eigen_smooth: bool) -> Tensor:
+        if self.tta_transforms is not None:  # a ttach.Compose: augment, explain, de-augment each map
+            maps = []
+            for transform in self.tta_transforms:
+                cam = self.forward(transform.augment_image(x), targets, eigen_smooth)
+                maps.append(transform.deaugment_mask(cam.unsqueeze(1).float())[:, 0])
+            return torch.stack(maps).mean(dim=0)
         total = None
         for flip, factor in _TTA:
             augmented = x * factor if factor != 1.0 else x
@@ -271,6 +349,178 @@ class BaseCAM:
             cam = cam.flip(-1) if flip else cam
             total = cam if total is None else total + cam
         return total / len(_TTA)
+
+    # -- pytorch-grad-cam's generic pipeline (extension points) ----------------------------------------------------
+    @classmethod
+    def _user_overrides(cls, name: str) -> bool:
+        """Whether ``name`` is defined by a class outside this package (a user's subclass)."""
+        for klass in cls.__mro__:
+            if name in vars(klass):
+                return not klass.__module__.startswith(_PACKAGE)
+        return False
+
+    def _uses_generic_path(self, eigen_smooth: bool = False) -> bool:
+        """Whether this call runs the generic pipeline rather than the extractor's."""
+        return (
+            self._generic
+            or (eigen_smooth and self._eigen_generic)
+            or self._extractor is None
+            or self.compute_input_gradient
+            or not self.detach
+            or any(self._user_overrides(name) for name in _EXTENSION_POINTS)
+        )
+
+    def get_cam_weights(
+        self,
+        input_tensor: Tensor,
+        target_layer: nn.Module,
+        targets: list[OutputTarget],
+        activations: Any,
+        grads: Any,
+    ) -> Any:
+        """The per-channel weights ``(N, C)`` of one layer (pytorch-grad-cam's extension point).
+
+        Args:
+            input_tensor: the explained batch.
+            target_layer: the layer.
+            targets: one target per sample.
+            activations: ``(N, C, *S)`` activations (NumPy when ``detach``, else the graph-connected tensor).
+            grads: their gradients (same type), or ``None`` for gradient-free methods.
+
+        Returns:
+            ``(N, C)`` weights (array or tensor).
+
+        Raises:
+            NotImplementedError: always here; a subclass implements it.
+
+        """
+        raise NotImplementedError("get_cam_weights must be implemented by a subclass")
+
+    def _cam_image(
+        self,
+        input_tensor: Tensor,
+        target_layer: nn.Module,
+        targets: list[OutputTarget],
+        activations: Any,
+        grads: Any,
+        eigen_smooth: bool,
+    ) -> Tensor:
+        """:meth:`get_cam_image` in torch: ``(N, *S)`` map on the device (before ReLU)."""
+        weights = self.get_cam_weights(input_tensor, target_layer, targets, activations, grads)
+        acts = _device_tensor(activations, self.device)
+        if acts.ndim not in (4, 5):
+            raise ValueError(f"Invalid activation shape {tuple(acts.shape)}: (N, C, H, W) or (N, C, D, H, W) expected")
+        weights = _device_tensor(weights, acts.device)  # NumPy-style promotion (float64 weights: float64 maps)
+        weighted = weights[(...,) + (None,) * (acts.ndim - weights.ndim)] * acts
+        return numpy_sign_projection(weighted) if eigen_smooth else weighted.sum(dim=1)
+
+    def get_cam_image(
+        self,
+        input_tensor: Tensor,
+        target_layer: nn.Module,
+        targets: list[OutputTarget],
+        activations: Any,
+        grads: Any,
+        eigen_smooth: bool = False,
+    ) -> np.ndarray:
+        """One layer's raw map ``(N, *S)`` as a float32 array: ``sum_c(w * A)`` or its first principal component."""
+        cam = self._cam_image(input_tensor, target_layer, targets, activations, grads, eigen_smooth)
+        return cam.detach().float().cpu().numpy()
+
+    def get_target_width_height(self, input_tensor: Tensor) -> tuple[int, ...]:
+        """The output size in OpenCV's order: ``(W, H)`` or ``(W, H, D)`` (``(D, W, H)`` dims reversed)."""
+        if input_tensor.ndim not in (4, 5):
+            raise ValueError("Invalid input_tensor shape. Only 2D or 3D images are supported.")
+        return tuple(int(s) for s in input_tensor.shape[2:])[::-1]
+
+    def _recorded(self) -> tuple[list[Any], list[Any]]:
+        """The recorded activations and gradients, as the extension points receive them (NumPy when ``detach``)."""
+        acts, grads = list(self._hooks.activations), list(self._hooks.gradients)
+        if self.detach:
+            return [a.cpu().numpy() for a in acts], [g.cpu().numpy() for g in grads]
+        return acts, grads
+
+    def _cam_per_layer(self, input_tensor: Tensor, targets: list[OutputTarget], eigen_smooth: bool) -> list[Tensor]:
+        """Per-layer ``(N, 1, *size)`` maps on the device: ReLU, min-max normalised, resized to the input."""
+        acts, grads = self._recorded()
+        size = self.get_target_width_height(input_tensor)
+        user_image = self._user_overrides("get_cam_image")
+        maps = []
+        for i, layer in enumerate(self.target_layers):
+            act = acts[i] if i < len(acts) else None
+            grad = grads[i] if i < len(grads) else None
+            if user_image:
+                cam = _device_tensor(self.get_cam_image(input_tensor, layer, targets, act, grad, eigen_smooth), None)
+            else:
+                cam = self._cam_image(input_tensor, layer, targets, act, grad, eigen_smooth)
+            cam = _device_tensor(cam, self.device)
+            maps.append(scale_maps(torch.relu(cam.detach().float()), size).unsqueeze(1))
+        return maps
+
+    def compute_cam_per_layer(
+        self, input_tensor: Tensor, targets: list[OutputTarget], eigen_smooth: bool
+    ) -> list[np.ndarray]:
+        """Per-layer ``(N, 1, H, W)`` float32 maps (ReLU, normalised, resized), pytorch-grad-cam's extension point."""
+        return [m.cpu().numpy() for m in self._cam_per_layer(input_tensor, targets, eigen_smooth)]
+
+    @staticmethod
+    def _aggregate(maps: list[Tensor]) -> Tensor:
+        """``(N, 1, *S)`` per-layer maps -> ReLU, mean over layers, min-max normalised: ``(N, *S)``."""
+        stacked = torch.relu(torch.cat(maps, dim=1))
+        return scale_maps(stacked.mean(dim=1))
+
+    def aggregate_multi_layers(self, cam_per_target_layer: list[Any]) -> np.ndarray:
+        """pytorch-grad-cam's layer aggregation: ``(N, 1, *S)`` maps -> ``(N, *S)`` float32 array."""
+        return self._aggregate([_device_tensor(m, self.device) for m in cam_per_target_layer]).cpu().numpy()
+
+    def _backward(self, loss: Tensor, leaf: Tensor | None) -> None:
+        """Back-propagate ``loss`` to the hooked outputs (and ``leaf``): the hooks record the gradients."""
+        keep_leaf_grad = leaf is not None and leaf.requires_grad
+        wrt = [out for out in self._hooks.raw_outputs if out.requires_grad]
+        if self._hooks.outputs_modified_in_place():  # their hooks fire only for a backward past the layers
+            wrt, leaf = [], leaf if leaf is not None else self._generic_input
+        if leaf is not None and leaf.requires_grad:
+            wrt.append(leaf)
+        if not wrt:
+            raise RuntimeError(
+                f"{type(self).__name__} needs gradients, but no target layer output requires grad (a forward under "
+                "torch.inference_mode(), or frozen layers with an input that does not require grad)"
+            )
+        got = torch.autograd.grad(loss, wrt, retain_graph=True, create_graph=not self.detach, allow_unused=True)
+        if keep_leaf_grad:
+            leaf.grad = got[-1] if got[-1] is not None else torch.zeros_like(leaf)  # type: ignore[union-attr]
+
+    _generic_input: Tensor | None = None
+
+    def _generic_forward(self, x: Tensor, targets: list[OutputTarget] | None, eigen_smooth: bool) -> Tensor:
+        """pytorch-grad-cam's ``BaseCAM.forward`` with the extension points: ``(N, *size)`` maps on the device."""
+        self.last_path, self.last_model, self.fallback_reason = GENERIC, "model", None
+        with model_eval(self.model), self._hooks.recording(self.target_layers):
+            inp = x.detach().requires_grad_(True) if self.compute_input_gradient else x
+            grad_mode = torch.enable_grad() if self.uses_gradients else torch.no_grad()
+            with grad_mode:
+                if self.uses_gradients and not inp.requires_grad:
+                    # keep the hooked outputs differentiable even with frozen parameters
+                    inp = inp.detach().requires_grad_(True)
+                self._generic_input = inp
+                self.outputs = outputs = self._hooks(inp)
+                if targets is None:
+                    targets = [ClassifierOutputTarget(int(c)) for c in argmax_classes(outputs)]
+                if self.uses_gradients:
+                    loss = sum(target(output) for target, output in zip(targets, outputs, strict=False))
+                    self._backward(loss, inp if self.compute_input_gradient else None)  # type: ignore[arg-type]
+                self._generic_input = None
+            with torch.enable_grad() if not self.detach else torch.no_grad():
+                if self._user_overrides("compute_cam_per_layer"):
+                    maps: list[Any] = self.compute_cam_per_layer(inp, targets, eigen_smooth)
+                else:
+                    maps = self._cam_per_layer(inp, targets, eigen_smooth)
+                if self._user_overrides("aggregate_multi_layers"):
+                    host = [m.detach().cpu().numpy() if isinstance(m, Tensor) else m for m in maps]
+                    result = _device_tensor(self.aggregate_multi_layers(host), self.device)
+                else:
+                    result = self._aggregate([_device_tensor(m, self.device) for m in maps])
+        return result.detach()
 
     # -- checks and state ------------------------------------------------------------------------------------------
     def _check_input(self, input_tensor: Tensor) -> Tensor:
@@ -309,13 +559,21 @@ class BaseCAM:
             self._extractor.reset_hooks()
 
     @property
-    def activations_and_grads(self) -> Self:
-        """pytorch-grad-cam's hook holder; here the CAM itself (``.release()`` removes the hooks)."""
-        return self
+    def activations_and_grads(self) -> ActivationsAndGradients:
+        """pytorch-grad-cam's hook holder (``.release()`` removes every hook of this CAM from the model).
+
+        The generic path records into it during a call (its lists are cleared when the call returns).
+        """
+        return self._hooks
+
+    def _remove_extractor_hooks(self) -> None:
+        if self._extractor is not None:
+            self._extractor.remove_hooks()
 
     def release(self) -> None:
         """Remove the hooks from the model (idempotent)."""
-        self._extractor.remove_hooks()
+        self._hooks.release()
+        self._remove_extractor_hooks()
 
     def __enter__(self) -> Self:
         return self
@@ -329,6 +587,9 @@ class BaseCAM:
         self.release()
 
     def __del__(self) -> None:
+        hooks = getattr(self, "_hooks", None)
+        if hooks is not None:
+            hooks.release()
         extractor = getattr(self, "_extractor", None)
         if extractor is not None:
             extractor.remove_hooks()
@@ -339,6 +600,12 @@ _CLASSIFIER_TARGET_MODULES = (
     "pycam_fast.compat.pytorch_grad_cam.utils.model_targets",
     "pytorch_grad_cam.utils.model_targets",
 )
+
+
+def _device_tensor(value: Any, device: torch.device | None) -> Tensor:
+    """An array or tensor as a tensor (on ``device`` when given)."""
+    tensor = value if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value))
+    return tensor if device is None else tensor.to(device)
 
 
 def _class_targets(targets: list[OutputTarget] | None) -> list[int] | None:

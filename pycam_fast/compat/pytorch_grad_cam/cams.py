@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ... import methods
+from ...methods.spec import CamTerms
 from ...ops.reference import spatial_minmax
 from ...targets import ClassIdx, select_scores
+from .ablation_layer import AblationLayer
 from .base_cam import BaseCAM
+from .utils.find_layers import replace_layer_recursive
+from .utils.svd_on_activations import numpy_sign_projection
 
 __all__ = [
     "FEM",
@@ -34,10 +38,23 @@ _SCORE_EPS = 1e-8
 _SCORE_BATCH = 16
 
 
+def _spatial_axes(array: np.ndarray) -> tuple[int, ...]:
+    return tuple(range(2, array.ndim))
+
+
 class GradCAM(BaseCAM):
     """Grad-CAM: ``w = mean_S(g)``."""
 
     extractor_cls = methods.GradCAM
+    _eigen_generic = True
+
+    def get_cam_weights(
+        self, input_tensor: Tensor, target_layer: nn.Module, targets: Any, activations: Any, grads: Any
+    ) -> np.ndarray:
+        """``(N, C)`` weights ``mean_S(g)`` from NumPy arrays (float32 NumPy reductions, pytorch-grad-cam's)."""
+        if np.ndim(grads) not in (4, 5):
+            raise ValueError(f"grads must be (N, C, H, W) or (N, C, D, H, W), got shape {np.shape(grads)}")
+        return np.mean(grads, axis=_spatial_axes(grads))
 
 
 class HiResCAM(BaseCAM):
@@ -57,6 +74,21 @@ class GradCAMPlusPlus(BaseCAM):
 
     extractor_cls = methods.GradCAMpp
     weight_kwargs: ClassVar[dict[str, Any]] = {"eps": 1e-6}
+    _eigen_generic = True
+
+    def get_cam_weights(
+        self, input_tensor: Tensor, target_layer: nn.Module, targets: Any, activations: Any, grads: Any
+    ) -> np.ndarray:
+        """``(N, C)`` Grad-CAM++ weights from NumPy arrays.
+
+        ``sum_S(relu(g) a)`` with ``a = g^2 / (2 g^2 + sum_S(A) g^3 + 1e-6)`` (0 where ``g == 0``).
+        """
+        axes = _spatial_axes(activations)
+        g2 = grads**2
+        g3 = g2 * grads
+        total = np.sum(activations, axis=axes).reshape(activations.shape[:2] + (1,) * len(axes))
+        alpha = np.where(grads != 0, g2 / (2 * g2 + total * g3 + 1e-6), 0)
+        return np.sum(np.maximum(grads, 0) * alpha, axis=axes)
 
 
 class XGradCAM(BaseCAM):
@@ -64,6 +96,15 @@ class XGradCAM(BaseCAM):
 
     extractor_cls = methods.XGradCAM
     weight_kwargs: ClassVar[dict[str, Any]] = {"eps": 1e-7}
+    _eigen_generic = True
+
+    def get_cam_weights(
+        self, input_tensor: Tensor, target_layer: nn.Module, targets: Any, activations: Any, grads: Any
+    ) -> np.ndarray:
+        """``(N, C)`` XGrad-CAM weights ``sum_S(g A / (sum_S(A) + 1e-7))`` from NumPy arrays."""
+        axes = _spatial_axes(activations)
+        total = np.sum(activations, axis=axes).reshape(activations.shape[:2] + (1,) * len(axes))
+        return (grads * activations / (total + 1e-7)).sum(axis=axes)
 
 
 class LayerCAM(BaseCAM):
@@ -72,10 +113,39 @@ class LayerCAM(BaseCAM):
     extractor_cls = methods.LayerCAM
 
 
+class _NumpySignProjection:
+    """Extractor mixin: the map is the principal projection of :meth:`_features`, with pytorch-grad-cam's sign.
+
+    The centring and factorisation run as pytorch-grad-cam's
+    (see :func:`.utils.svd_on_activations.numpy_sign_projection`).
+    """
+
+    def _features(self, layer: Any) -> Tensor:
+        return layer.activations
+
+    def cam_terms(self, class_idx: Any, scores: Any = None, *, targets: Any = None, **kwargs: Any) -> list[CamTerms]:
+        layers = self.layer_inputs(class_idx, scores, targets=targets, **kwargs)  # type: ignore[attr-defined]
+        terms = []
+        for layer in layers:
+            with torch.no_grad():
+                projection = numpy_sign_projection(self._features(layer)).unsqueeze(1)
+            terms.append(CamTerms(projection.new_ones(1, 1), projection))
+        return terms
+
+
+class _EigenExtractor(_NumpySignProjection, methods.EigenCAM):
+    pass
+
+
+class _EigenGradExtractor(_NumpySignProjection, methods.EigenGradCAM):
+    def _features(self, layer: Any) -> Tensor:
+        return layer.grads * layer.activations
+
+
 class EigenCAM(BaseCAM):
     """Eigen-CAM: first principal component of the activations, NumPy's singular-vector sign."""
 
-    extractor_cls = partial(methods.EigenCAM, sign="numpy")  # type: ignore[assignment]
+    extractor_cls = _EigenExtractor
     uses_gradients = False
     supports_eigen_smooth = False
     optimized_copy = False  # the principal component amplifies rounding differences
@@ -84,7 +154,7 @@ class EigenCAM(BaseCAM):
 class EigenGradCAM(BaseCAM):
     """Eigen-Grad-CAM: first principal component of ``g * A``, NumPy's singular-vector sign."""
 
-    extractor_cls = partial(methods.EigenGradCAM, sign="numpy")  # type: ignore[assignment]
+    extractor_cls = _EigenGradExtractor
     supports_eigen_smooth = False
     optimized_copy = False  # the principal component amplifies rounding differences
 
@@ -177,27 +247,33 @@ class ScoreCAM(BaseCAM):
 
 
 class AblationCAM(BaseCAM):
-    """Ablation-CAM: ``w_k = (y - y_k) / y`` with channel ``k`` ablated, evaluated on the model tail only.
+    """Ablation-CAM: ``w_k = (y - y_k) / y`` with channel ``k`` ablated.
 
-    Built on :class:`pycam_fast.methods.AblationCAM`; ``cam.batch_size`` ablated copies per evaluation.
+    With the defaults (``ablation_layer=None``, ``ratio_channels_to_ablate=1``, no ``reshape_transform``) it runs
+    :class:`pycam_fast.methods.AblationCAM`, which evaluates only the model tail after the target layer on
+    ``cam.batch_size`` ablated copies at a time. Otherwise (and with ``eigen_smooth``) it runs pytorch-grad-cam's
+    procedure (the exact, slower path): the target layer is swapped for the ablation layer (see
+    :mod:`.ablation_layer`) and every chunk of ablated copies goes through the whole model.
 
     Args:
         model: the model to explain.
         target_layers: a non-empty list of submodules of ``model``.
-        reshape_transform: not supported (must be ``None``).
-        ablation_layer: pytorch-grad-cam's ablation layer; only its default behaviour (0 for ReLU-like activations,
-            else a very negative value) is implemented, so anything but ``None`` is rejected.
-        batch_size: ablated copies per evaluation.
-        ratio_channels_to_ablate: only ``1.0`` (every channel) is supported.
+        reshape_transform: turns the layer's output into ``(N, C, H, W)`` (e.g. ViT tokens, with
+            :class:`~.ablation_layer.AblationLayerVit`).
+        ablation_layer: the stand-in layer (default: :class:`~.ablation_layer.AblationLayer`).
+        batch_size: ablated copies per forward.
+        ratio_channels_to_ablate: share of channels ablated (the rest keep the original score: weight 0);
+            below 1 pytorch-grad-cam's Eigen-CAM-mask heuristic picks them.
 
     Raises:
-        ValueError: ``reshape_transform``, a custom ``ablation_layer`` or ``ratio_channels_to_ablate != 1``.
+        ValueError: ``ratio_channels_to_ablate`` outside ``(0, 1]`` or a non-positive ``batch_size``.
 
     """
 
     extractor_cls = methods.AblationCAM
     uses_gradients = False
     supports_fast_path = False  # it evaluates the model's own tail
+    _eigen_generic = True
 
     def __init__(
         self,
@@ -208,13 +284,83 @@ class AblationCAM(BaseCAM):
         batch_size: int = 32,
         ratio_channels_to_ablate: float = 1.0,
     ) -> None:
-        if reshape_transform is not None:
-            raise ValueError("AblationCAM does not support `reshape_transform`: pick a layer with (N, C, H, W) output")
-        if ablation_layer is not None:
-            raise ValueError("custom `ablation_layer`s are not supported: leave it None (pytorch-grad-cam's default)")
-        if ratio_channels_to_ablate != 1.0:
-            raise ValueError("only `ratio_channels_to_ablate=1.0` (ablate every channel) is supported")
-        super().__init__(model, target_layers, batch_size=batch_size)
+        if not 0 < ratio_channels_to_ablate <= 1:
+            raise ValueError(f"`ratio_channels_to_ablate` must be in (0, 1], got {ratio_channels_to_ablate!r}")
+        # the tail extractor takes (N, C, H, W) layers only: with a reshape_transform the generic path runs
+        super().__init__(model, target_layers, None, batch_size=batch_size)
+        self.reshape_transform = self._hooks.reshape_transform = reshape_transform
+        self.batch_size = batch_size
+        self._custom_layer = ablation_layer is not None
+        self.ablation_layer = ablation_layer if ablation_layer is not None else AblationLayer()
         self.ratio_channels_to_ablate = ratio_channels_to_ablate
 
     batch_size = ScoreCAM.batch_size
+
+    def _uses_generic_path(self, eigen_smooth: bool = False) -> bool:
+        return (
+            super()._uses_generic_path(eigen_smooth)
+            or self._custom_layer
+            or self.ratio_channels_to_ablate != 1.0
+            or self.reshape_transform is not None
+        )
+
+    def get_cam_weights(
+        self, input_tensor: Tensor, target_layer: nn.Module, targets: Any, activations: Any, grads: Any
+    ) -> np.ndarray:
+        """``(N, C)`` weights ``(y - y_k) / y`` by swapping ``target_layer`` for the ablation layer.
+
+        ``activations`` are the (reshape-transformed) ``(N, C, H, W)`` activations as a NumPy array.
+        """
+        recorded: list[Any] = []
+        handle = target_layer.register_forward_hook(lambda _m, _i, out: recorded.append(out))
+        try:
+            with torch.no_grad():
+                outputs = self.model(input_tensor)
+        finally:
+            handle.remove()
+        original = _scores(targets, outputs)
+        layer = self.ablation_layer
+        channels_total = activations.shape[1]
+        weights: list[np.ndarray] = []
+        replace_layer_recursive(self.model, target_layer, layer)
+        try:
+            with torch.no_grad():
+                for b, (target, image) in enumerate(zip(targets, input_tensor, strict=False)):
+                    channels = layer.activations_to_be_ablated(activations[b, :], self.ratio_channels_to_ablate)
+                    scores = []
+                    for start in range(0, len(channels), self.batch_size):
+                        count = min(self.batch_size, len(channels) - start)
+                        layer.set_next_batch(
+                            input_batch_index=b, activations=recorded[-1], num_channels_to_ablate=count
+                        )
+                        batch = image.unsqueeze(0).repeat(count, *([1] * image.ndim))
+                        scores.append(_scores([target] * count, self.model(batch)))
+                        layer.indices = layer.indices[count:]
+                    ablated = np.concatenate(scores) if scores else np.zeros(0, np.float32)
+                    weights.append(_assemble(ablated, original[b], np.asarray(channels), channels_total))
+        finally:
+            replace_layer_recursive(self.model, layer, target_layer)
+        ablated_scores = np.float32(weights).reshape(activations.shape[:2])
+        return (original[:, None] - ablated_scores) / original[:, None]
+
+
+def _scores(targets: Any, outputs: Any) -> np.ndarray:
+    """``float32`` score of each (target, output) pair, one host copy."""
+    values = [target(output).reshape(()) for target, output in zip(targets, outputs, strict=False)]
+    return torch.stack(values).float().cpu().numpy()
+
+
+def _assemble(ablated: np.ndarray, original: np.float32, channels: np.ndarray, total: int) -> np.ndarray:
+    """Per-channel scores ``(total,)``: the ablated score of each ablated channel, the original score elsewhere.
+
+    Channels are matched in sorted order (a channel listed twice takes its first score, as pytorch-grad-cam).
+    """
+    order = np.argsort(channels)
+    channels, ablated = channels[order], np.float32(ablated)[order]
+    result = np.full(total, original, dtype=np.float32)
+    position = 0
+    for channel in range(total):
+        if position < len(channels) and channels[position] == channel:
+            result[channel] = ablated[position]
+            position += 1
+    return result

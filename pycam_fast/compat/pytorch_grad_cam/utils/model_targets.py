@@ -15,9 +15,11 @@ from torch import Tensor
 
 __all__ = [
     "BinaryClassifierOutputTarget",
+    "ClassifierOutputReST",
     "ClassifierOutputSoftmaxTarget",
     "ClassifierOutputTarget",
     "FasterRCNNBoxScoreTarget",
+    "FinerWeightedTarget",
     "RawScoresOutputTarget",
     "SemanticSegmentationTarget",
     "SoftmaxOutputTarget",
@@ -49,6 +51,50 @@ class ClassifierOutputSoftmaxTarget:
     def __call__(self, model_output: Tensor) -> Tensor:
         """``(K,) -> ()`` or ``(N, K) -> (N,)``."""
         return _pick(torch.softmax(model_output, dim=-1), self.category)
+
+
+class ClassifierOutputReST:
+    """Logit minus cross-entropy of ``category`` (ShapleyCAM's "ReST": pre- and post-softmax scores together).
+
+    ``z_c - CE(z, c) = z_c + log softmax(z)_c``.
+    """
+
+    def __init__(self, category: int) -> None:
+        self.category = category
+
+    def __call__(self, model_output: Tensor) -> Tensor:
+        """``(K,) -> ()`` or ``(N, K) -> (N,)``."""
+        log_probs = torch.log_softmax(model_output, dim=-1)
+        return _pick(model_output, self.category) + _pick(log_probs, self.category)
+
+
+class FinerWeightedTarget:
+    """FinerCAM's target: ``sum_j p_j (z_main - alpha z_j) / (sum_j p_j + 1e-9)`` over the comparison classes ``j``.
+
+    ``p_j`` is the softmax probability of comparison class ``j``, ``z`` the logits.
+
+    Args:
+        main_category: the class to explain.
+        comparison_categories: the (similar) classes it is contrasted with.
+        alpha: the comparison strength.
+
+    """
+
+    def __init__(self, main_category: int, comparison_categories: Sequence[int], alpha: float) -> None:
+        self.main_category = main_category
+        self.comparison_categories = comparison_categories
+        self.alpha = alpha
+
+    def __call__(self, model_output: Tensor) -> Tensor:
+        """``(K,) -> ()`` or ``(..., K) -> (...)``."""
+        main = model_output[..., self.main_category]
+        probs = torch.softmax(model_output, dim=-1)
+        numerator: Any = 0
+        denominator: Any = 0
+        for idx in self.comparison_categories:
+            numerator = numerator + probs[..., idx] * (main - self.alpha * model_output[..., idx])
+            denominator = denominator + probs[..., idx]
+        return numerator / (denominator + 1e-9)
 
 
 class BinaryClassifierOutputTarget:

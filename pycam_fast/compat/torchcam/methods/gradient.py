@@ -1,14 +1,7 @@
-"""TorchCAM 0.5.0's actual outputs, quirks included, for users who need identical numbers.
+"""TorchCAM 0.5.0's ``torchcam.methods.gradient``: the gradient-based extractors, with TorchCAM's numbers.
 
-Differences from :mod:`pycam_fast.methods` (the documented formulas):
-
-- ``GradCAMpp``: TorchCAM's alpha division is lost, so its weights are ``sum_S(g^2 * relu(g))``.
-- ``SmoothGradCAMpp``: the alpha denominator uses ``sum_S(mean(g^3) * A)``; the ``relu(g)`` of the weights and the
-  activations of the map are those of the LAST noisy sample, which also stay hooked: a second call on the same
-  forward takes them as its clean activations.
-
-Everything else (CAM, Grad-CAM, XGrad-CAM, Layer-CAM, Score-CAM, SS-CAM, IS-CAM, same noise draws for the same
-seed) already matches and is shared.
+``GradCAMpp`` and ``SmoothGradCAMpp`` reproduce the 0.5.0 code's quirks (see :mod:`pycam_fast.compat.torchcam`);
+``RefineCAM`` defaults to that ``GradCAMpp``; the others are :mod:`pycam_fast.methods`' classes.
 """
 
 from __future__ import annotations
@@ -16,30 +9,15 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from .. import methods, ops
-from ..methods.spec import CamTerms, GradMoments, LayerInputs
-from ..targets import OutputTarget
+from .... import methods, ops
+from ....methods.spec import CamTerms, GradMoments, LayerInputs
 
-__all__ = [
-    "CAM",
-    "ISCAM",
-    "SSCAM",
-    "GradCAM",
-    "GradCAMpp",
-    "LayerCAM",
-    "OutputTarget",
-    "ScoreCAM",
-    "SmoothGradCAMpp",
-    "XGradCAM",
-]
+__all__ = ["FinerCAM", "GradCAM", "GradCAMpp", "LayerCAM", "LeGrad", "RefineCAM", "SmoothGradCAMpp", "XGradCAM"]
 
-CAM = methods.CAM
 GradCAM = methods.GradCAM
 XGradCAM = methods.XGradCAM
 LayerCAM = methods.LayerCAM
-ScoreCAM = methods.ScoreCAM
-SSCAM = methods.SSCAM
-ISCAM = methods.ISCAM
+LeGrad = methods.LeGrad
 
 
 def _gradcampp_terms(layer: LayerInputs) -> CamTerms:
@@ -61,7 +39,7 @@ class GradCAMpp(methods.GradCAMpp):
 
 
 class SmoothGradCAMpp(methods.SmoothGradCAMpp):
-    """Smooth Grad-CAM++ as TorchCAM 0.5.0 computes it (see the module docstring for the quirks)."""
+    """Smooth Grad-CAM++ as TorchCAM 0.5.0 computes it (see :mod:`pycam_fast.compat.torchcam` for the quirks)."""
 
     spec = replace(methods.SmoothGradCAMpp.spec, terms=_smooth_terms, summary="Smooth Grad-CAM++ (TorchCAM 0.5.0)")
 
@@ -69,3 +47,13 @@ class SmoothGradCAMpp(methods.SmoothGradCAMpp):
         moments = super()._noisy_moments(*args)
         self.hook_a = [m.last_activations for m in moments]  # TorchCAM leaves the last noisy sample's hooked
         return moments
+
+
+class RefineCAM(methods.RefineCAM):
+    """RefineCAM with TorchCAM 0.5.0's default base method (its ``GradCAMpp``, quirk included)."""
+
+    default_base = GradCAMpp
+
+
+class FinerCAM(methods.FinerCAM):
+    """Finer-CAM (TorchCAM 0.5.0): ``base_method`` is ``GradCAM``, ``GradCAMpp`` (this module's) or ``LayerCAM``."""

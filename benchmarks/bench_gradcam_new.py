@@ -1,0 +1,118 @@
+"""The pytorch-grad-cam drop-in's newer classes vs grad-cam 1.5.7, side by side in one process.
+
+ResNet-18 (10 classes, random weights and batch-norm statistics), batch 16 at 64x64, one thread; each call is timed
+after a warm-up and the fastest of a few calls is kept (the least disturbed on a shared machine).
+
+    python benchmarks/bench_gradcam_new.py [--out benchmarks/results/gradcam_new_cpu.md] [NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import datetime
+import io
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytorch_grad_cam as theirs
+import pytorch_grad_cam.base_cam
+import torch
+import torchvision
+from _machine import cpu_name, load_average
+from pytorch_grad_cam.utils import model_targets as their_targets
+
+from pycam_fast.compat import pytorch_grad_cam as ours
+from pycam_fast.compat.pytorch_grad_cam import base_cam as _base_cam  # noqa: F401 (ours.base_cam)
+from pycam_fast.compat.pytorch_grad_cam.utils import model_targets as our_targets
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+            module.bias.data.uniform_(-0.5, 0.5)
+    return model
+
+
+def _fastest(fn: Callable[[], object], repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def _mean_grad_weights(self, input_tensor, target_layer, targets, activations, grads):
+    return np.mean(grads, axis=(2, 3))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("only", nargs="*", help="run only the cases whose name contains one of these")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/gradcam_new_cpu.md"))
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    model = _model()
+    x = torch.randn(16, 3, 64, 64)
+    layers = [model.layer4[-1]]
+    subclass = {
+        lib: type("MeanGrad", (lib.base_cam.BaseCAM,), {"get_cam_weights": _mean_grad_weights})
+        for lib in (theirs, ours)
+    }
+    cases = [
+        ("FullGrad", lambda lib: lib.FullGrad(model, []), None),
+        ("BaseCAM subclass (get_cam_weights)", lambda lib: subclass[lib](model, layers), None),
+        ("ShapleyCAM (ClassifierOutputReST)", lambda lib: lib.ShapleyCAM(model, layers), "rest"),
+        ("KPCA_CAM (layer3)", lambda lib: lib.KPCA_CAM(model, [model.layer3[-1]]), None),
+        ("SegEigenCAM", lambda lib: lib.SegEigenCAM(model, layers), None),
+        ("RandomCAM", lambda lib: lib.RandomCAM(model, layers), None),
+        ("GradCAM, eigen_smooth=True", lambda lib: lib.GradCAM(model, layers), "eigen"),
+    ]
+    rows = []
+    for name, make, kind in cases:
+        if args.only and not any(o in name for o in args.only):
+            continue
+        times = []
+        for lib, targets in ((theirs, their_targets), (ours, our_targets)):
+            cam = make(lib)
+            target = [targets.ClassifierOutputReST(1)] * len(x) if kind == "rest" else None
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                eigen = kind == "eigen"
+                times.append(_fastest(lambda cam=cam, t=target, e=eigen: cam(x, t, eigen_smooth=e), 3))
+        rows.append((name, *times))
+        print(f"{name:40s} grad-cam {times[0] * 1e3:8.1f} ms  ours {times[1] * 1e3:8.1f} ms", flush=True)
+    if not args.only or any("Guided" in o for o in args.only):
+        theirs_gb = theirs.GuidedBackpropReLUModel(copy.deepcopy(model))  # grad-cam's rewrites the model's ReLUs
+        ours_gb = ours.GuidedBackpropReLUModel(model)
+        x1 = x[:1]
+        rows.append(
+            ("GuidedBackpropReLUModel (batch 1)", _fastest(lambda: theirs_gb(x1), 3), _fastest(lambda: ours_gb(x1), 3))
+        )
+    lines = [
+        "# pytorch-grad-cam drop-in, newer classes vs grad-cam 1.5.7 (CPU)",
+        "",
+        f"Date {datetime.date.today()}, {cpu_name()}, 1 thread, torch {torch.__version__}; load average "
+        f"{load_average()}. ResNet-18 (10 classes, random weights and BN statistics), batch 16 at 64x64, fastest of "
+        "3 calls after a warm-up, both libraries in one process (`python benchmarks/bench_gradcam_new.py`).",
+        "",
+        "| class | grad-cam 1.5.7 ms | pycam_fast ms | speed-up |",
+        "|---|---:|---:|---:|",
+        *[f"| {name} | {a * 1e3:.1f} | {b * 1e3:.1f} | {a / b:.2f}x |" for name, a, b in rows],
+    ]
+    args.out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""``pytorch_grad_cam.seg_eigen_cam``: :class:`SegEigenCAM` (Eigen-CAM of ``|g| * A`` with a sign correction)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from ...methods.eigencam import principal_projection
+from .base_cam import BaseCAM
+
+__all__ = ["SegEigenCAM"]
+
+
+class SegEigenCAM(BaseCAM):
+    """Seg-Eigen-CAM: first principal component of ``|g| * A``, flipped where ``|min| > |max|``.
+
+    The sign correction makes the map independent of the singular vectors' sign, so the factorisation runs in
+    torch on the device (a batched ``eigh`` of the smaller Gram matrix). ``eigen_smooth`` is ignored, as in
+    pytorch-grad-cam.
+    """
+
+    _generic = True
+
+    def __init__(self, model: nn.Module, target_layers: list[nn.Module], reshape_transform: Any = None) -> None:
+        super().__init__(model, target_layers, reshape_transform, uses_gradients=True)
+
+    def _recorded(self) -> tuple[list[Any], list[Any]]:
+        return list(self._hooks.activations), list(self._hooks.gradients)  # device tensors
+
+    def _cam_image(
+        self,
+        input_tensor: Tensor,
+        target_layer: nn.Module,
+        targets: Any,
+        activations: Any,
+        grads: Any,
+        eigen_smooth: bool,
+    ) -> Tensor:
+        return principal_projection(grads.abs() * activations, sign="max")
