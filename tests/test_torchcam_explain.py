@@ -14,14 +14,7 @@ T = pytest.importorskip("torchcam.methods")
 from pycam_fast.compat.torchcam import explain as PE  # noqa: E402
 from pycam_fast.compat.torchcam import methods as P  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids thread-sync stalls on a loaded machine (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread (conftest)
 
 
 def _model():

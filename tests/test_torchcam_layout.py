@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 import torchvision
 
 torchcam = pytest.importorskip("torchcam")
@@ -57,13 +56,7 @@ PUBLIC = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids thread-sync stalls on a loaded machine (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread (conftest)
 
 
 @pytest.mark.parametrize("path", MODULES)

@@ -15,13 +15,7 @@ from pycam_fast.compat.torchcam import metrics as PM  # noqa: E402
 TOL = 1e-9  # float64 sums of a few scores
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids thread-sync stalls on a loaded machine (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread (conftest)
 
 
 def _model(classes=6):

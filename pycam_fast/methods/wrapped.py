@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from types import TracebackType
 from typing import Self
 
 from torch import nn
@@ -62,10 +61,5 @@ class WrappedExtractor:
         self.base_cam.__enter__()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.base_cam.__exit__(exc_type, exc_value, traceback)
+    def __exit__(self, *exc_info: object) -> None:
+        self.base_cam.__exit__(*exc_info)
