@@ -102,6 +102,27 @@ class _Metric:
             "targets": None if fns is None else [fns[i] for i in keep],
         }
 
+    #: ``(attribute summed over the samples, its key in summary())`` of each value the metric reports
+    _SUMS: tuple[tuple[str, str], ...] = ()
+
+    def summary(self) -> dict[str, float]:
+        """Each reported value averaged over the samples with a finite CAM (see the class for the keys).
+
+        Raises:
+            AssertionError: no sample was added yet.
+
+        """
+        if self.total == 0:
+            raise AssertionError("you need to update the metric before getting the summary")
+        return {key: getattr(self, attr) / self.total for attr, key in self._SUMS}
+
+    def reset(self) -> None:
+        """Forget every sample."""
+        for attr, _ in self._SUMS:
+            setattr(self, attr, 0.0)
+        self.total = 0
+        self.nan_count = 0
+
     def _selector(self, state: dict[str, Any]) -> Any:
         return class_selector(state["rows"], state["targets"], self.logits_fn)
 
@@ -124,6 +145,8 @@ class ClassificationMetric(_Metric):
             :func:`~pycam_fast.forward.chunking.default_budget`).
 
     """
+
+    _SUMS = (("drop", "avg_drop"), ("increase", "conf_increase"))
 
     def __init__(
         self,
@@ -167,24 +190,6 @@ class ClassificationMetric(_Metric):
         self.increase += increase.sum().item()
         self.total += state["cam"].shape[0]
 
-    def summary(self) -> dict[str, float]:
-        """``{"avg_drop": ..., "conf_increase": ...}`` over every sample seen.
-
-        Raises:
-            AssertionError: no sample was added yet.
-
-        """
-        if self.total == 0:
-            raise AssertionError("you need to update the metric before getting the summary")
-        return {"avg_drop": self.drop / self.total, "conf_increase": self.increase / self.total}
-
-    def reset(self) -> None:
-        """Forget every sample."""
-        self.drop = 0.0
-        self.increase = 0.0
-        self.total = 0
-        self.nan_count = 0
-
 
 class DeletionInsertionMetric(_Metric):
     r"""Deletion and insertion AUCs ("RISE", Petsiuk et al. 2018).
@@ -206,6 +211,8 @@ class DeletionInsertionMetric(_Metric):
         ValueError: ``steps`` or ``batch_size`` not positive.
 
     """
+
+    _SUMS = (("deletion", "deletion_auc"), ("insertion", "insertion_auc"))
 
     def __init__(
         self,
@@ -283,21 +290,3 @@ class DeletionInsertionMetric(_Metric):
         self.deletion += deletion_auc.sum().item()
         self.insertion += insertion_auc.sum().item()
         self.total += cam.shape[0]
-
-    def summary(self) -> dict[str, float]:
-        """``{"deletion_auc": ..., "insertion_auc": ...}`` averaged over the samples with a finite CAM.
-
-        Raises:
-            AssertionError: no sample was added yet.
-
-        """
-        if self.total == 0:
-            raise AssertionError("you need to update the metric before getting the summary")
-        return {"deletion_auc": self.deletion / self.total, "insertion_auc": self.insertion / self.total}
-
-    def reset(self) -> None:
-        """Forget every sample."""
-        self.deletion = 0.0
-        self.insertion = 0.0
-        self.total = 0
-        self.nan_count = 0
