@@ -17,11 +17,6 @@ OURS = "pycam_fast.compat.pytorch_grad_cam"
 
 # Names other work items deliver (issue 13): they may be missing here for now, and are checked once they exist.
 EXPECTED_MISSING = {
-    # RefineCAM and FinerCAM: another helper implements them
-    ("", "FinerCAM"),
-    ("", "RefineCAM"),
-    (".finer_cam", "*"),
-    (".refine_cam", "*"),
     # SESS, Deep Feature Factorization and the metrics package: later pieces of issue 13
     ("", "SESS"),
     ("", "DeepFeatureFactorization"),

@@ -17,10 +17,12 @@ from .activations_and_gradients import ActivationsAndGradients
 from .base_cam import BaseCAM
 from .cams import *  # noqa: F403 (the method classes: cams.__all__)
 from .cams import __all__ as _method_names
+from .finer_cam import FinerCAM
 from .fullgrad_cam import FullGrad
 from .guided_backprop import GuidedBackpropReLUModel
 from .kpca_cam import KPCA_CAM
 from .random_cam import RandomCAM
+from .refine_cam import RefineCAM
 from .seg_eigen_cam import SegEigenCAM
 from .shapley_cam import ShapleyCAM
 from .utils import model_targets, reshape_transforms
@@ -32,9 +34,11 @@ __all__ = [
     "AblationLayerVit",
     "ActivationsAndGradients",
     "BaseCAM",
+    "FinerCAM",
     "FullGrad",
     "GuidedBackpropReLUModel",
     "RandomCAM",
+    "RefineCAM",
     "SegEigenCAM",
     "ShapleyCAM",
     "model_targets",
