@@ -116,6 +116,38 @@ class _Metric:
             raise AssertionError("you need to update the metric before getting the summary")
         return {key: getattr(self, attr) / self.total for attr, key in self._SUMS}
 
+    def update(
+        self,
+        input_tensor: Tensor,
+        class_idx: int | list[int] | None = None,
+        *,
+        targets: OutputTarget | list[OutputTarget] | None = None,
+    ) -> None:
+        """Add a batch ``(N, C, *S)``: its maps, then the metric's perturbed forwards (batched).
+
+        Args:
+            input_tensor: the preprocessed batch.
+            class_idx: the explained class (one int, N ints, or ``None``: each sample's top prediction).
+            targets: instead of ``class_idx``, one callable (or N) mapping a sample's output to a scalar.
+
+        Raises:
+            ValueError: both ``class_idx`` and ``targets``, bad class indices, or (deletion/insertion) a baseline of
+                the wrong shape.
+
+        """
+        with model_eval(self.cam_extractor.model):
+            state = self._explain(input_tensor, class_idx, targets)
+            if state is None:
+                return
+            values = self._batch_values(input_tensor, state)
+        for (attr, _), value in zip(self._SUMS, values, strict=True):
+            setattr(self, attr, getattr(self, attr) + value.sum().item())
+        self.total += state["cam"].shape[0]
+
+    def _batch_values(self, input_tensor: Tensor, state: dict[str, Any]) -> tuple[Tensor, ...]:
+        """One ``(n,)`` tensor per entry of ``_SUMS`` for the kept samples of ``state``."""
+        raise NotImplementedError
+
     def reset(self) -> None:
         """Forget every sample."""
         for attr, _ in self._SUMS:
@@ -158,37 +190,13 @@ class ClassificationMetric(_Metric):
         super().__init__(cam_extractor, logits_fn, None, memory_budget)
         self.reset()
 
-    def update(
-        self,
-        input_tensor: Tensor,
-        class_idx: int | list[int] | None = None,
-        *,
-        targets: OutputTarget | list[OutputTarget] | None = None,
-    ) -> None:
-        """Add a batch ``(N, C, *S)``: its maps, then one batched forward of the masked inputs.
-
-        Args:
-            input_tensor: the preprocessed batch.
-            class_idx: the explained class (one int, N ints, or ``None``: each sample's top prediction).
-            targets: instead of ``class_idx``, one callable (or N) mapping a sample's output to a scalar.
-
-        Raises:
-            ValueError: both ``class_idx`` and ``targets``, or bad class indices.
-
-        """
-        with model_eval(self.cam_extractor.model):
-            state = self._explain(input_tensor, class_idx, targets)
-            if state is None:
-                return
-            with self.cam_extractor._hooks_off():
-                masked = self._scorer.masked(state["inputs"], state["cam"].unsqueeze(1), self._selector(state))
-            base = state["scores"]
-            masked = masked.to(base.dtype)
-            drop = torch.relu(base - masked).div(base + 1e-7)
-            increase = base < masked
-        self.drop += drop.sum().item()
-        self.increase += increase.sum().item()
-        self.total += state["cam"].shape[0]
+    def _batch_values(self, input_tensor: Tensor, state: dict[str, Any]) -> tuple[Tensor, ...]:
+        """Per-sample drop and increase, from one batched forward of the masked inputs."""
+        with self.cam_extractor._hooks_off():
+            masked = self._scorer.masked(state["inputs"], state["cam"].unsqueeze(1), self._selector(state))
+        base = state["scores"]
+        masked = masked.to(base.dtype)
+        return torch.relu(base - masked).div(base + 1e-7), base < masked
 
 
 class DeletionInsertionMetric(_Metric):
@@ -252,41 +260,16 @@ class DeletionInsertionMetric(_Metric):
         except RuntimeError as exc:
             raise ValueError("baseline must be broadcastable to the input shape") from exc
 
-    def update(
-        self,
-        input_tensor: Tensor,
-        class_idx: int | list[int] | None = None,
-        *,
-        targets: OutputTarget | list[OutputTarget] | None = None,
-    ) -> None:
-        """Add a batch ``(N, C, *S)``: its maps, then every step of both curves in a few large forwards.
-
-        Args:
-            input_tensor: the preprocessed batch.
-            class_idx: the explained class (one int, N ints, or ``None``: each sample's top prediction).
-            targets: instead of ``class_idx``, one callable (or N) mapping a sample's output to a scalar.
-
-        Raises:
-            ValueError: both ``class_idx`` and ``targets``, bad class indices, or a baseline of the wrong shape.
-
-        """
-        with model_eval(self.cam_extractor.model):
-            state = self._explain(input_tensor, class_idx, targets)
-            if state is None:
-                return
-            with torch.no_grad():
-                baseline = self._get_baseline(input_tensor)[state["mask"]]
-            cam = state["cam"]
-            order = torch.argsort(cam.flatten(1), dim=1, descending=True, stable=True)
-            ranks = torch.argsort(order, dim=1)
-            counts = curve_counts(ranks.shape[1], self.steps)
-            with self.cam_extractor._hooks_off():
-                deletion, insertion = self._scorer.deletion_insertion(
-                    state["inputs"], baseline, ranks, counts, self._selector(state), state["scores"]
-                )
-            fractions = torch.tensor(counts, device=deletion.device, dtype=torch.float32).div_(ranks.shape[1])
-            deletion_auc = torch.trapezoid(deletion, fractions, dim=1)
-            insertion_auc = torch.trapezoid(insertion, fractions, dim=1)
-        self.deletion += deletion_auc.sum().item()
-        self.insertion += insertion_auc.sum().item()
-        self.total += cam.shape[0]
+    def _batch_values(self, input_tensor: Tensor, state: dict[str, Any]) -> tuple[Tensor, ...]:
+        """Per-sample deletion and insertion AUCs, every step of both curves in a few large forwards."""
+        with torch.no_grad():
+            baseline = self._get_baseline(input_tensor)[state["mask"]]
+        order = torch.argsort(state["cam"].flatten(1), dim=1, descending=True, stable=True)
+        ranks = torch.argsort(order, dim=1)
+        counts = curve_counts(ranks.shape[1], self.steps)
+        with self.cam_extractor._hooks_off():
+            deletion, insertion = self._scorer.deletion_insertion(
+                state["inputs"], baseline, ranks, counts, self._selector(state), state["scores"]
+            )
+        fractions = torch.tensor(counts, device=deletion.device, dtype=torch.float32).div_(ranks.shape[1])
+        return torch.trapezoid(deletion, fractions, dim=1), torch.trapezoid(insertion, fractions, dim=1)
