@@ -432,10 +432,13 @@ class BaseCAM:
             raise ValueError("Invalid input_tensor shape. Only 2D or 3D images are supported.")
         return tuple(int(s) for s in input_tensor.shape[2:])[::-1]
 
+    #: methods whose own ``_cam_image`` works on the device tensors, whatever ``detach`` says
+    _device_records: bool = False
+
     def _recorded(self) -> tuple[list[Any], list[Any]]:
         """The recorded activations and gradients, as the extension points receive them (NumPy when ``detach``)."""
         acts, grads = list(self._hooks.activations), list(self._hooks.gradients)
-        if self.detach:
+        if self.detach and not self._device_records:
             return [a.cpu().numpy() for a in acts], [g.cpu().numpy() for g in grads]
         return acts, grads
 

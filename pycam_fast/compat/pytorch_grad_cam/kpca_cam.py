@@ -50,8 +50,7 @@ class KPCA_CAM(BaseCAM):  # noqa: N801 (pytorch-grad-cam's name)
         self.kernel = kernel
         self.gamma = gamma
 
-    def _recorded(self) -> tuple[list[Any], list[Any]]:
-        return list(self._hooks.activations), list(self._hooks.gradients)  # device tensors
+    _device_records = True
 
     def _cam_image(
         self,

@@ -25,8 +25,7 @@ class SegEigenCAM(BaseCAM):
     def __init__(self, model: nn.Module, target_layers: list[nn.Module], reshape_transform: Any = None) -> None:
         super().__init__(model, target_layers, reshape_transform, uses_gradients=True)
 
-    def _recorded(self) -> tuple[list[Any], list[Any]]:
-        return list(self._hooks.activations), list(self._hooks.gradients)  # device tensors
+    _device_records = True
 
     def _cam_image(
         self,
