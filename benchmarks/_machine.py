@@ -1,9 +1,12 @@
-"""Machine facts every benchmark table records (shared by the benchmark scripts, which run from this folder)."""
+"""Machine facts every benchmark table records, and the fastest-of-N timing rule (shared by the benchmark scripts,
+which run from this folder)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+import time
+from collections.abc import Callable
 
 
 def cpu_name() -> str:
@@ -18,3 +21,14 @@ def cpu_name() -> str:
 def load_average() -> str:
     """The 1, 5 and 15 minute load averages, e.g. ``"0.42 0.51 0.60"``."""
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def fastest(fn: Callable[[], object], repeats: int) -> float:
+    """Seconds of the fastest of ``repeats`` calls after one warm-up call (the least disturbed on a shared machine)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)

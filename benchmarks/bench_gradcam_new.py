@@ -13,9 +13,7 @@ import contextlib
 import copy
 import datetime
 import io
-import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +21,7 @@ import pytorch_grad_cam as theirs
 import pytorch_grad_cam.base_cam
 import torch
 import torchvision
-from _machine import cpu_name, load_average
+from _machine import cpu_name, fastest, load_average
 from pytorch_grad_cam.utils import model_targets as their_targets
 
 from pycam_fast.compat import pytorch_grad_cam as ours
@@ -40,16 +38,6 @@ def _model() -> torch.nn.Module:
             module.running_var.uniform_(0.5, 2)
             module.bias.data.uniform_(-0.5, 0.5)
     return model
-
-
-def _fastest(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def _mean_grad_weights(self, input_tensor, target_layer, targets, activations, grads):
@@ -89,7 +77,7 @@ def main() -> None:
             target = [targets.ClassifierOutputReST(1)] * len(x) if kind == "rest" else None
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                 eigen = kind == "eigen"
-                times.append(_fastest(lambda cam=cam, t=target, e=eigen: cam(x, t, eigen_smooth=e), 3))
+                times.append(fastest(lambda cam=cam, t=target, e=eigen: cam(x, t, eigen_smooth=e), 3))
         rows.append((name, *times))
         print(f"{name:40s} grad-cam {times[0] * 1e3:8.1f} ms  ours {times[1] * 1e3:8.1f} ms", flush=True)
     if not args.only or any("Guided" in o for o in args.only):
@@ -97,7 +85,7 @@ def main() -> None:
         ours_gb = ours.GuidedBackpropReLUModel(model)
         x1 = x[:1]
         rows.append(
-            ("GuidedBackpropReLUModel (batch 1)", _fastest(lambda: theirs_gb(x1), 3), _fastest(lambda: ours_gb(x1), 3))
+            ("GuidedBackpropReLUModel (batch 1)", fastest(lambda: theirs_gb(x1), 3), fastest(lambda: ours_gb(x1), 3))
         )
     lines = [
         "# pytorch-grad-cam drop-in, newer classes vs grad-cam 1.5.7 (CPU)",

@@ -19,9 +19,7 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -31,6 +29,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
+
+from _machine import cpu_name  # noqa: E402
 
 from pycam_fast import ops  # noqa: E402
 from pycam_fast.ops import compiled  # noqa: E402
@@ -51,17 +51,6 @@ OPS = [
 MASK_PAIRS_PER_SAMPLE = 8
 #: environment variable that selects the CUDA kernel generation (read by the extension at every call)
 KERNELS_ENV = "PYCAM_FAST_CUDA_KERNELS"
-
-
-def _cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown"
 
 
 def _sync(device: str) -> None:
@@ -223,7 +212,7 @@ def main() -> None:
     if device == "cuda":
         machine = torch.cuda.get_device_name()
     else:
-        machine = f"{_cpu_model()} ({os.cpu_count()} logical CPUs)"
+        machine = f"{cpu_name()} ({os.cpu_count()} logical CPUs)"
     lines = [
         f"# pycam_fast op benchmark ({device})",
         "",

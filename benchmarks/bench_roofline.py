@@ -13,28 +13,15 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import time
-from collections.abc import Callable
 
 import torch
 import torchvision
-from _machine import cpu_name, load_average
+from _machine import cpu_name, fastest, load_average
 
 from pycam_fast.forward.private_copy import FastModel
 
 # Multiply-adds of one ResNet-18 forward at 224x224 (torchvision's documented 1.81 GFLOPS count MACs).
 RESNET18_MACS = 1.814e9
-
-
-def _best(fn: Callable[[], object], repeats: int) -> float:
-    """Fastest of ``repeats`` timed calls after a warm-up (the least disturbed on a shared machine)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
@@ -44,7 +31,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    gemm = 2 * 2048**3 / _best(lambda: a @ b, 10) / 1e9
+    gemm = 2 * 2048**3 / fastest(lambda: a @ b, 10) / 1e9
     model = torchvision.models.resnet18().eval()
     x = torch.rand(args.batch, 3, 224, 224)
     flops = 2 * RESNET18_MACS * args.batch
@@ -59,7 +46,7 @@ def main() -> None:
     rows = []
     for name, (fn, inp) in variants.items():
         with torch.inference_mode():
-            rate = flops / _best(lambda fn=fn, inp=inp: fn(inp), 3) / 1e9
+            rate = flops / fastest(lambda fn=fn, inp=inp: fn(inp), 3) / 1e9
         rows.append(f"| {name} | {rate:.0f} | {100 * rate / gemm:.0f}% |")
         print(rows[-1], flush=True)
     machine = cpu_name()
