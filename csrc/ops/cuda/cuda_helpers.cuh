@@ -62,5 +62,34 @@ inline unsigned int grid_for(int64_t total, int threads = kBlock) {
   return static_cast<unsigned int>(std::max<int64_t>(1, std::min<int64_t>(blocks, int64_t(1) << 20)));
 }
 
+// One (n, c) row's gradient weight, reduced by the calling warp (every lane gets it): lanes stride over the |S|
+// values; XGrad-CAM / Grad-CAM++ first reduce sum_S(A) (xor shuffle, so every lane has it). Shared by the v1 and v2
+// weight kernels, which differ only in where the rows live (global or shared memory).
+template <math::WeightKind kind, typename scalar_t, typename acc_t>
+__device__ inline acc_t row_weight(const scalar_t* gr, const scalar_t* ar, int64_t s, acc_t eps, int lane) {
+  using math::WeightKind;
+  acc_t sum = 0;
+  acc_t act_sum = 0;
+  if constexpr (kind == WeightKind::XGradCAM || kind == WeightKind::GradCAMpp) {
+    for (int64_t i = lane; i < s; i += kWarp) {
+      const acc_t av = static_cast<acc_t>(ar[i]);
+      act_sum += av;
+      if constexpr (kind == WeightKind::XGradCAM) sum += static_cast<acc_t>(gr[i]) * av;
+    }
+    act_sum = warp_sum(act_sum);
+  }
+  for (int64_t i = lane; i < s; i += kWarp) {
+    const acc_t gv = static_cast<acc_t>(gr[i]);
+    if constexpr (kind == WeightKind::GradCAM) {
+      sum += gv;
+    } else if constexpr (kind == WeightKind::GradCAMpp) {
+      sum += math::gradcampp_term(gv, act_sum, eps);
+    } else if constexpr (kind == WeightKind::GradCAMppTorchCAM) {
+      sum += math::gradcampp_torchcam_term(gv);
+    }
+  }
+  return math::finish_weight(kind, warp_sum(sum), act_sum, s, eps);
+}
+
 }  // namespace cuda
 }  // namespace pycam_fast

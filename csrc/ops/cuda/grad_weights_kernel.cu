@@ -25,28 +25,8 @@ __global__ void weights_kernel(const scalar_t* __restrict__ g, const scalar_t* _
        r += warps_per_grid) {
     const scalar_t* gr = g + r * s;
     const scalar_t* ar = a == nullptr ? nullptr : a + r * s;
-    acc_t sum = 0;
-    acc_t act_sum = 0;
-    if constexpr (kind == WeightKind::XGradCAM || kind == WeightKind::GradCAMpp) {
-      for (int64_t i = lane; i < s; i += cuda::kWarp) {
-        const acc_t av = static_cast<acc_t>(ar[i]);
-        act_sum += av;
-        if constexpr (kind == WeightKind::XGradCAM) sum += static_cast<acc_t>(gr[i]) * av;
-      }
-      act_sum = cuda::warp_sum(act_sum);
-    }
-    for (int64_t i = lane; i < s; i += cuda::kWarp) {
-      const acc_t gv = static_cast<acc_t>(gr[i]);
-      if constexpr (kind == WeightKind::GradCAM) {
-        sum += gv;
-      } else if constexpr (kind == WeightKind::GradCAMpp) {
-        sum += math::gradcampp_term(gv, act_sum, eps);
-      } else if constexpr (kind == WeightKind::GradCAMppTorchCAM) {
-        sum += math::gradcampp_torchcam_term(gv);
-      }
-    }
-    sum = cuda::warp_sum(sum);
-    if (lane == 0) out[r] = static_cast<scalar_t>(math::finish_weight(kind, sum, act_sum, s, eps));
+    const acc_t w = cuda::row_weight<kind>(gr, ar, s, eps, lane);
+    if (lane == 0) out[r] = static_cast<scalar_t>(w);
   }
 }
 

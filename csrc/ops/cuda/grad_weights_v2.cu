@@ -60,28 +60,8 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t rr = threadIdx.x / cuda::kWarp; rr < nr; rr += kThreads / cuda::kWarp) {
     const scalar_t* gr = sg + rr * s;
     const scalar_t* ar = sa + rr * s;
-    acc_t sum = 0;
-    acc_t act_sum = 0;
-    if constexpr (kNeedsActs) {
-      for (int64_t i = lane; i < s; i += cuda::kWarp) {
-        const acc_t av = static_cast<acc_t>(ar[i]);
-        act_sum += av;
-        if constexpr (kind == WeightKind::XGradCAM) sum += static_cast<acc_t>(gr[i]) * av;
-      }
-      act_sum = cuda::warp_sum(act_sum);
-    }
-    for (int64_t i = lane; i < s; i += cuda::kWarp) {
-      const acc_t gv = static_cast<acc_t>(gr[i]);
-      if constexpr (kind == WeightKind::GradCAM) {
-        sum += gv;
-      } else if constexpr (kind == WeightKind::GradCAMpp) {
-        sum += math::gradcampp_term(gv, act_sum, eps);
-      } else if constexpr (kind == WeightKind::GradCAMppTorchCAM) {
-        sum += math::gradcampp_torchcam_term(gv);
-      }
-    }
-    sum = cuda::warp_sum(sum);
-    if (lane == 0) out[r0 + rr] = static_cast<scalar_t>(math::finish_weight(kind, sum, act_sum, s, eps));
+    const acc_t w = cuda::row_weight<kind>(gr, ar, s, eps, lane);
+    if (lane == 0) out[r0 + rr] = static_cast<scalar_t>(w);
   }
 }
 
