@@ -54,11 +54,11 @@ def test_formula(cnn, batch, variant):
     onehot = F.one_hot(classes, 6).double()
     expected = _formula(cnn, cnn.features[4], x, onehot, variant)
     for targets in (onehot, classes, classes.tolist(), onehot.numpy()):
-        method = GradCAM(cnn, output_layer="features.4", batch_size=2, variant=variant)
+        method = GradCAM(cnn, batch_size=2, conv_layer="features.4", variant=variant)
         _check(method.explain(x, targets), expected)
     weights = torch.rand(batch, 6, dtype=torch.float64)  # not one-hot: Y = sum_c y_c t_c
     _check(
-        GradCAM(cnn, cnn.features[4], variant=variant).explain(x, weights),
+        GradCAM(cnn, conv_layer=cnn.features[4], variant=variant).explain(x, weights),
         _formula(cnn, cnn.features[4], x, weights, variant),
     )
 
@@ -66,7 +66,7 @@ def test_formula(cnn, batch, variant):
 def test_variants_differ(cnn):
     torch.manual_seed(7)
     x = torch.randn(4, 3, 10, 10, dtype=torch.float64)
-    maps = {v: GradCAM(cnn, "features.4", variant=v).explain(x, [0, 1, 2, 3]) for v in ("guided", "deconv", "backward")}
+    maps = {v: GradCAM(cnn, conv_layer="features.4", variant=v).explain(x, [0, 1, 2, 3]) for v in ("guided", "deconv", "backward")}
     assert not torch.allclose(maps["guided"], maps["backward"])
     assert not torch.allclose(maps["deconv"], maps["backward"])
 
@@ -78,7 +78,7 @@ def test_layer_choice(cnn):
     expected = _formula(cnn, cnn.features, x, onehot, "guided")
     names = [name for name, _ in cnn.named_modules() if name]
     for layer in (None, "features", cnn.features, names.index("features"), names.index("features") - len(names)):
-        _check(GradCAM(cnn, output_layer=layer).explain(x, onehot), expected)
+        _check(GradCAM(cnn, conv_layer=layer).explain(x, onehot), expected)
 
 
 def test_float32_and_modes(cnn):
@@ -87,7 +87,7 @@ def test_float32_and_modes(cnn):
     model.train()
     torch.manual_seed(9)
     x = torch.randn(3, 3, 12, 8)
-    mine = GradCAM(model, "features.4").explain(x, [1, 2, 3])
+    mine = GradCAM(model, conv_layer="features.4").explain(x, [1, 2, 3])
     assert model.training  # eval during explain, restored after
     expected = _formula(cnn, cnn.features[4], x.double(), F.one_hot(torch.tensor([1, 2, 3]), 6).double(), "guided")
     assert mine.dtype == torch.float32
@@ -102,6 +102,10 @@ def test_errors(cnn):
         GradCAM(cnn, variant="gradient")
     with pytest.raises(ValueError, match="`batch_size`"):
         GradCAM(cnn, batch_size=0)
+    with pytest.raises(ValueError, match="`conv_layer`"):
+        GradCAM(cnn, conv_layer="features.9")
+    with pytest.raises(TypeError, match="`conv_layer`"):
+        GradCAM(cnn, conv_layer=2.5)
     with pytest.raises(ValueError, match="`output_layer`"):
         GradCAM(cnn, output_layer="features.9")
     with pytest.raises(ValueError, match="`output_layer` index"):
@@ -112,7 +116,7 @@ def test_errors(cnn):
         GradCAM(cnn, output_layer=1.5)
     with pytest.raises(TypeError, match="`model`"):
         GradCAM(lambda v: v)
-    method = GradCAM(cnn, "features.4")
+    method = GradCAM(cnn, conv_layer="features.4")
     with pytest.raises(ValueError, match="`targets`"):
         method.explain(x, [1, 2, 3])
     with pytest.raises(ValueError, match="`targets`"):
@@ -125,3 +129,32 @@ def test_errors(cnn):
         method.explain(x.long(), [1, 2])
     with pytest.raises(ValueError, match="`inputs`"):
         method.explain(x[0, 0], [1, 2])
+
+
+class SoftmaxNet(nn.Module):
+    """A classifier that ends with a softmax, whose logits come from ``fc``, and a module run twice (``act``)."""
+
+    def __init__(self, base: nn.Module) -> None:
+        super().__init__()
+        self.base = base
+        self.act = nn.Identity()
+
+    def forward(self, x):
+        return torch.softmax(self.act(self.act(self.base(x))), dim=1)
+
+
+def test_output_layer_selects_the_scores(cnn):
+    """Xplique's ``output_layer``: ``y`` is that layer's output (here the logits before the final softmax)."""
+    model = SoftmaxNet(cnn).eval()
+    torch.manual_seed(10)
+    x = torch.randn(3, 3, 11, 9, dtype=torch.float64)
+    onehot = F.one_hot(torch.tensor([1, 4, 0]), 6).double()
+    on_logits = _formula(cnn, cnn.features[4], x, onehot, "backward")
+    for layer in ("base.fc", cnn.fc, [n for n, _ in model.named_modules() if n].index("base.fc")):
+        mine = GradCAM(model, layer, conv_layer="base.features.4", variant="backward").explain(x, onehot)
+        _check(mine, on_logits)
+    on_probs = GradCAM(model, conv_layer="base.features.4", variant="backward").explain(x, onehot)
+    assert not torch.allclose(on_probs, on_logits)  # the default y is the model's (softmax) output
+    with pytest.raises(ValueError, match="`output_layer` 'act' ran 2 times"):
+        GradCAM(model, "act", conv_layer="base.features.4").explain(x, onehot)
+    assert not any(m._forward_hooks for m in model.modules())

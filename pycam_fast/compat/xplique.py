@@ -20,6 +20,8 @@ the ReLU, and is not normalised. Inputs are ``(N, C, *S)`` (PyTorch's channel-fi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -45,17 +47,22 @@ class GradCAM:
     (``"guided"``: ``g [g > 0] [A > 0]``; ``"deconv"``: ``g [g > 0]``; ``"backward"``: ``g``), then resized to the
     input's spatial size (bilinear).
 
+    Layers are given as Xplique takes them: a module, its dotted name, or an int indexing
+    ``[m for name, m in model.named_modules() if name]`` (negative from the end).
+
     Args:
         model: a PyTorch model returning ``(N, K)`` scores (run in eval mode during :meth:`explain`, then restored).
-        output_layer: the layer whose feature maps ``A`` are used: ``None`` (the last layer whose output keeps the
-            input's rank with a spatial dim > 1, found at the first :meth:`explain`), a module, its dotted name, or
-            an int indexing ``[m for name, m in model.named_modules() if name]`` (negative from the end).
+        output_layer: the layer whose ``(N, K)`` output is ``y`` (e.g. the logits of a model that ends with a
+            softmax); ``None``: the model's output.
         batch_size: how many inputs one forward/backward takes (``None``: all at once).
+        conv_layer: the layer whose feature maps ``A`` are explained; ``None``: the last layer whose output keeps
+            the input's rank with a spatial dim > 1, found at the first :meth:`explain`.
         variant: ``"guided"`` (default), ``"deconv"`` or ``"backward"``.
 
     Raises:
-        TypeError: a model that is not an ``nn.Module`` or a bad ``output_layer`` type.
-        ValueError: a bad ``batch_size``, ``variant`` or ``output_layer`` (unknown name, index out of range).
+        TypeError: a model that is not an ``nn.Module`` or a bad ``output_layer`` / ``conv_layer`` type.
+        ValueError: a bad ``batch_size``, ``variant``, ``output_layer`` or ``conv_layer`` (unknown name, index out
+            of range).
 
     """
 
@@ -64,6 +71,7 @@ class GradCAM:
         model: nn.Module,
         output_layer: nn.Module | str | int | None = None,
         batch_size: int | None = 32,
+        conv_layer: nn.Module | str | int | None = None,
         variant: str = "guided",
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -75,25 +83,24 @@ class GradCAM:
         if variant not in VARIANTS:
             raise ValueError(f"`variant` must be one of {sorted(VARIANTS)}, got {variant!r}")
         self.model, self.batch_size, self.variant = model, batch_size, variant
-        self.layer_name: str | None = None if output_layer is None else self._layer_name(output_layer)
+        self.output_name: str | None = None if output_layer is None else self._layer_name(output_layer, "output_layer")
+        self.layer_name: str | None = None if conv_layer is None else self._layer_name(conv_layer, "conv_layer")
 
-    def _layer_name(self, layer: Any) -> str:
+    def _layer_name(self, layer: Any, arg: str) -> str:
         named = [(name, module) for name, module in self.model.named_modules() if name]
         if isinstance(layer, bool) or not isinstance(layer, (int, str, nn.Module)):
-            raise TypeError(
-                f"`output_layer` must be None, a module, a name or an int index, got {type(layer).__name__}"
-            )
+            raise TypeError(f"`{arg}` must be None, a module, a name or an int index, got {type(layer).__name__}")
         if isinstance(layer, int):
             if not -len(named) <= layer < len(named):
-                raise ValueError(f"`output_layer` index {layer} is out of range for {len(named)} named modules")
+                raise ValueError(f"`{arg}` index {layer} is out of range for {len(named)} named modules")
             return named[layer][0]
         if isinstance(layer, str):
             if layer not in dict(named):
-                raise ValueError(f"`output_layer` {layer!r} is not a module of the model; see `model.named_modules()`")
+                raise ValueError(f"`{arg}` {layer!r} is not a module of the model; see `model.named_modules()`")
             return layer
         name = next((n for n, m in named if m is layer), None)
         if name is None:
-            raise ValueError("`output_layer` is not a submodule of the model")
+            raise ValueError(f"`{arg}` is not a submodule of the model")
         return name
 
     def explain(self, inputs: Tensor, targets: Tensor | Any) -> Tensor:
@@ -120,7 +127,7 @@ class GradCAM:
         if self.layer_name is None:
             name = locate_candidate_layer(self.model, tuple(inputs.shape[1:]))
             if name is None:
-                raise ValueError("no convolution-like layer found: pass `output_layer`")
+                raise ValueError("no convolution-like layer found: pass `conv_layer`")
             self.layer_name = name
         step = self.batch_size or inputs.shape[0]
         maps = [
@@ -160,8 +167,11 @@ class GradCAM:
             model_eval(self.model),
             methods.GradCAM(self.model, self.layer_name, gradient_filter=gradient_filter) as extractor,
             torch.enable_grad(),
+            _output_of(self.model, self.output_name) as calls,
         ):
             scores = self.model(x.detach().requires_grad_(True))
+            if self.output_name is not None:
+                scores = _only_output(calls, self.output_name)
             if callables is not None and (not isinstance(scores, Tensor) or scores.shape != (x.shape[0], t.shape[1])):
                 shape = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
                 raise ValueError(f"(N, K) `targets` {tuple(t.shape)} do not match the model output {shape}")
@@ -169,3 +179,29 @@ class GradCAM:
         size = tuple(x.shape[2:])
         resized = F.interpolate(cam.unsqueeze(1), size=size, mode=_RESIZE_MODES[x.ndim], align_corners=False)
         return resized.squeeze(1).to(x.dtype).detach()
+
+
+@contextmanager
+def _output_of(model: nn.Module, name: str | None) -> Iterator[list[Any]]:
+    """Record the outputs of ``model``'s submodule ``name`` during the block (nothing when ``None``)."""
+    calls: list[Any] = []
+    handle = (
+        None if name is None else model.get_submodule(name).register_forward_hook(lambda _m, _i, o: calls.append(o))
+    )
+    try:
+        yield calls
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
+def _only_output(calls: list[Any], name: str) -> Any:
+    """The one output ``output_layer`` produced in a forward.
+
+    Raises:
+        ValueError: it ran zero or several times.
+
+    """
+    if len(calls) != 1:
+        raise ValueError(f"`output_layer` {name!r} ran {len(calls)} times in one forward (it must run once)")
+    return calls[0]
