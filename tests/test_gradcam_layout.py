@@ -15,17 +15,6 @@ pgc = pytest.importorskip("pytorch_grad_cam")
 
 OURS = "pycam_fast.compat.pytorch_grad_cam"
 
-# Names other work items deliver (issue 13): they may be missing here for now, and are checked once they exist.
-EXPECTED_MISSING = {
-    # SESS and Deep Feature Factorization: later pieces of issue 13
-    ("", "SESS"),
-    ("", "DeepFeatureFactorization"),
-    ("", "run_dff_on_image"),
-    (".sess", "*"),
-    (".feature_factorization", "*"),
-    (".feature_factorization.deep_feature_factorization", "*"),
-}
-
 
 def _public_names(module) -> list[str]:
     """A module's public API: what it defines itself; for a package ``__init__``, everything it exposes."""
@@ -71,14 +60,9 @@ def test_every_module_path_and_public_name_exists(peer_module):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         theirs = importlib.import_module(peer_module)
-    try:
-        mine = importlib.import_module(OURS + suffix)
-    except ModuleNotFoundError:
-        assert (suffix, "*") in EXPECTED_MISSING, f"module {OURS + suffix} is missing"
-        return
+    mine = importlib.import_module(OURS + suffix)
     missing = [n for n in _public_names(theirs) if not hasattr(mine, n)]
-    unexpected = [n for n in missing if (suffix, n) not in EXPECTED_MISSING and (suffix, "*") not in EXPECTED_MISSING]
-    assert not unexpected, f"{OURS + suffix} lacks {unexpected}"
+    assert not missing, f"{OURS + suffix} lacks {missing}"
 
 
 def test_readme_first_import_line_and_per_module_paths():

@@ -17,6 +17,7 @@ from .activations_and_gradients import ActivationsAndGradients
 from .base_cam import BaseCAM
 from .cams import *  # noqa: F403 (the method classes: cams.__all__)
 from .cams import __all__ as _method_names
+from .feature_factorization.deep_feature_factorization import DeepFeatureFactorization, run_dff_on_image
 from .finer_cam import FinerCAM
 from .fullgrad_cam import FullGrad
 from .guided_backprop import GuidedBackpropReLUModel
@@ -24,6 +25,7 @@ from .kpca_cam import KPCA_CAM
 from .random_cam import RandomCAM
 from .refine_cam import RefineCAM
 from .seg_eigen_cam import SegEigenCAM
+from .sess import SESS
 from .shapley_cam import ShapleyCAM
 from .utils import model_targets, reshape_transforms
 
@@ -34,15 +36,18 @@ __all__ = [
     "AblationLayerVit",
     "ActivationsAndGradients",
     "BaseCAM",
+    "DeepFeatureFactorization",
     "FinerCAM",
     "FullGrad",
     "GuidedBackpropReLUModel",
     "RandomCAM",
     "RefineCAM",
+    "SESS",
     "SegEigenCAM",
     "ShapleyCAM",
     "model_targets",
     "reshape_transforms",
+    "run_dff_on_image",
     "utils",
     *_method_names,
 ]

@@ -1,0 +1,124 @@
+"""The pytorch-grad-cam drop-in's SESS and Deep Feature Factorization vs grad-cam 1.5.7's, side by side in one process.
+
+ResNet-18 (10 classes, random weights and batch-norm statistics), one thread; each call is timed after a warm-up and
+the fastest of a few calls is kept (the least disturbed on a shared machine). SESS: Grad-CAM of ``layer4`` on the
+windows, default options (12 scales), and a ``pool="max"`` / 6-scale variant; the maps' largest difference is
+recorded. DFF: ``layer4``, both libraries factorise the same activations (grad-cam: scikit-learn's NMF on the host;
+ours: batched HALS in torch); the ratio of our reconstruction error to scikit-learn's is recorded.
+
+    python benchmarks/bench_gradcam_sess_dff.py [--out benchmarks/results/gradcam_sess_dff_cpu.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import matplotlib
+import numpy as np
+import pytorch_grad_cam as theirs
+import sklearn
+import sklearn.decomposition
+import torch
+from _machine import cpu_name, fastest, load_average
+from bench_gradcam_new import _model
+from matplotlib import cm
+from PIL import Image
+
+from pycam_fast.compat import pytorch_grad_cam as ours
+from pycam_fast.compat.pytorch_grad_cam.feature_factorization import deep_feature_factorization as our_dff
+
+REPEATS = 3
+
+
+def _sess_rows(model: torch.nn.Module, x: torch.Tensor) -> list[tuple[str, float, float, str]]:
+    rows = []
+    layers = [model.layer4[-1]]
+    cases = (("SESS (GradCAM, defaults)", {}), ("SESS (GradCAM, pool=max, 6 scales)", {"pool": "max", "num_scales": 6}))
+    for name, kwargs in cases:
+        theirs_cam = theirs.SESS(model, layers, **kwargs)
+        ours_cam = ours.SESS(model, layers, **kwargs)
+        diff = float(np.abs(theirs_cam(x) - ours_cam(x)).max())
+        t_theirs = fastest(lambda c=theirs_cam: c(x), REPEATS)
+        t_ours = fastest(lambda c=ours_cam: c(x), REPEATS)
+        theirs_cam.base_cam.activations_and_grads.release()
+        ours_cam.release()
+        rows.append((name, t_theirs, t_ours, f"max abs diff {diff:.1e}"))
+        print(rows[-1], flush=True)
+    return rows
+
+
+def _recon_ratio(model: torch.nn.Module, x: torch.Tensor, k: int) -> float:
+    """Our reconstruction error over scikit-learn's, on the same shifted ``layer4`` activations."""
+    store = []
+    handle = model.layer4.register_forward_hook(lambda m, i, o: store.append(o.detach()))
+    with torch.no_grad():
+        model(x)
+    handle.remove()
+    flat = store[0].transpose(0, 1).reshape(store[0].shape[1], -1)
+    v = flat - flat.amin(dim=1, keepdim=True)
+    w, h = our_dff.nmf(v, k)
+    nmf = sklearn.decomposition.NMF(n_components=k, init="random", random_state=0)
+    w_sk = nmf.fit_transform(v.numpy())
+    return float(torch.linalg.matrix_norm(v - w @ h)) / float(np.linalg.norm(v.numpy() - w_sk @ nmf.components_))
+
+
+def _dff_rows(model: torch.nn.Module, x: torch.Tensor) -> list[tuple[str, float, float, str]]:
+    rows = []
+    for k in (5, 16):
+        their_call = theirs.DeepFeatureFactorization(model, model.layer4, computation_on_concepts=model.fc)
+        our_call = ours.DeepFeatureFactorization(model, model.layer4, computation_on_concepts=model.fc)
+        t_theirs = fastest(lambda f=their_call, k=k: f(x, k), REPEATS)
+        t_ours = fastest(lambda f=our_call, k=k: f(x, k), REPEATS)
+        note = f"recon. error / sklearn's {_recon_ratio(model, x, k):.4f}"
+        rows.append((f"DeepFeatureFactorization (K={k}, with classifier)", t_theirs, t_ours, note))
+        print(rows[-1], flush=True)
+    return rows
+
+
+def _run_dff_row(model: torch.nn.Module) -> tuple[str, float, float, str]:
+    model.config = SimpleNamespace(id2label={i: f"category {i}" for i in range(10)})
+    rgb = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    image, tensor = Image.fromarray(rgb), torch.from_numpy(rgb.transpose(2, 0, 1) / 255.0).float()
+    cm.get_cmap = matplotlib.colormaps.get_cmap  # grad-cam 1.5.7 calls it; Matplotlib >= 3.9 removed it
+    args = (model, model.layer4, model.fc, image, tensor)
+    t_theirs = fastest(lambda: theirs.run_dff_on_image(*args, reshape_transform=None), REPEATS)
+    t_ours = fastest(lambda: ours.run_dff_on_image(*args), REPEATS)
+    del model.config
+    return ("run_dff_on_image (K=5, one 96x96 image, legend drawn)", t_theirs, t_ours, "")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/gradcam_sess_dff_cpu.md"))
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    model = _model()
+    gen = torch.Generator().manual_seed(0)
+    rows = _sess_rows(model, torch.randn(2, 3, 64, 64, generator=gen))
+    rows += _dff_rows(model, torch.randn(4, 3, 96, 96, generator=gen))
+    rows.append(_run_dff_row(model))
+    print(rows[-1], flush=True)
+    lines = [
+        "# pytorch-grad-cam drop-in: SESS and Deep Feature Factorization vs grad-cam 1.5.7 (CPU)",
+        "",
+        f"Date {datetime.date.today()}, {cpu_name()}, 1 thread, torch {torch.__version__}, grad-cam 1.5.7, "
+        f"scikit-learn {sklearn.__version__}; load average {load_average()} (machine shared with other jobs). "
+        "ResNet-18 (10 classes, random weights and BN statistics), `layer4`; SESS on 2 images of 64x64, DFF on 4 "
+        f"images of 96x96; fastest of {REPEATS} calls after a warm-up, both libraries in one process "
+        "(`python benchmarks/bench_gradcam_sess_dff.py`).",
+        "",
+        "| case | grad-cam 1.5.7 ms | pycam_fast ms | speed-up | check |",
+        "|---|---:|---:|---:|---|",
+        *[f"| {name} | {a * 1e3:.1f} | {b * 1e3:.1f} | {a / b:.2f}x | {note} |" for name, a, b, note in rows],
+    ]
+    args.out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
