@@ -3,6 +3,7 @@ which run from this folder)."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import time
@@ -21,6 +22,21 @@ def cpu_name() -> str:
 def load_average() -> str:
     """The 1, 5 and 15 minute load averages, e.g. ``"0.42 0.51 0.60"``."""
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def report_args(out: str, **int_options: int) -> argparse.Namespace:
+    """A report script's command line: ``--out`` (default ``out``) and an int ``--NAME`` per keyword (its default)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default=out)
+    for name, default in int_options.items():
+        parser.add_argument(f"--{name}", type=int, default=default)
+    return parser.parse_args()
+
+
+def write_lines(path: str, lines: list[str]) -> None:
+    """Write a report's ``lines`` (Markdown) to ``path``, one per line."""
+    with open(path, "w") as handle:
+        handle.write("\n".join(lines) + "\n")
 
 
 def fastest(fn: Callable[[], object], repeats: int) -> float:

@@ -10,7 +10,6 @@ Usage: python benchmarks/bench_dropin.py [--out benchmarks/results/dropin_cpu.md
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import time
 from collections.abc import Callable
@@ -20,7 +19,7 @@ import torch
 import torchcam
 import torchcam.methods as tc
 import torchvision
-from _machine import cpu_name, load_average
+from _machine import cpu_name, load_average, report_args, write_lines
 
 import pycam_fast.methods as pf
 
@@ -48,10 +47,7 @@ def _fastest(fn: Callable[[], Any]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", default="benchmarks/results/dropin_cpu.md")
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+    args = report_args("benchmarks/results/dropin_cpu.md", rounds=3)
     torch.set_num_threads(2)
     torch.manual_seed(0)
     model = torchvision.models.resnet18().eval()
@@ -85,8 +81,7 @@ def main() -> None:
         "|---|---|---|---|---|",
         *rows,
     ]
-    with open(args.out, "w") as handle:
-        handle.write("\n".join(lines) + "\n")
+    write_lines(args.out, lines)
 
 
 if __name__ == "__main__":

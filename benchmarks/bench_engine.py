@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import torch
 import torchvision
-from _machine import cpu_name, load_average
+from _machine import cpu_name, load_average, write_lines
 
 logging.disable(logging.WARNING)
 
@@ -160,8 +160,7 @@ def _write_fidelity(path: str, rows: list[str], n: int) -> None:
         "|---|---|---|---|",
         *rows,
     ]
-    with open(path, "w") as handle:
-        handle.write("\n".join(lines) + "\n")
+    write_lines(path, lines)
 
 
 def main() -> None:
@@ -210,8 +209,7 @@ def main() -> None:
     for name, t, _ in pert:
         peer = "pytorch-grad-cam AblationCAM" if "ablation" in name.lower() else "TorchCAM ScoreCAM"
         lines.append(f"| {name} | {t:.3f} | {tc_time[peer] / t:.2f}x vs {peer} |")
-    with open(args.out, "w") as handle:
-        handle.write("\n".join(lines) + "\n")
+    write_lines(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ import resource
 import subprocess
 import sys
 
+from _machine import write_lines
+
 VARIANTS = [
     "nograd_forward",
     "engine_gradcam",
@@ -91,8 +93,7 @@ def main() -> None:
         "|---|---|---|",
     ]
     lines += [f"| {name} | {gb:.3f} | {gb / base:.2f}x |" for name, gb in rows.items()]
-    with open(args.out, "w") as handle:
-        handle.write("\n".join(lines) + "\n")
+    write_lines(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -11,12 +11,11 @@ Usage: python benchmarks/bench_roofline.py [--out benchmarks/results/roofline_cp
 
 from __future__ import annotations
 
-import argparse
 import datetime
 
 import torch
 import torchvision
-from _machine import cpu_name, fastest, load_average
+from _machine import cpu_name, fastest, load_average, report_args, write_lines
 
 from pycam_fast.forward.private_copy import FastModel
 
@@ -25,10 +24,7 @@ RESNET18_MACS = 1.814e9
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", default="benchmarks/results/roofline_cpu.md")
-    parser.add_argument("--batch", type=int, default=64)
-    args = parser.parse_args()
+    args = report_args("benchmarks/results/roofline_cpu.md", batch=64)
     torch.set_num_threads(2)
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     gemm = 2 * 2048**3 / fastest(lambda: a @ b, 10) / 1e9
@@ -66,8 +62,7 @@ def main() -> None:
         "",
         "Exact Score-CAM at 2x TorchCAM would need the masked forwards at twice the eager rate above.",
     ]
-    with open(args.out, "w") as handle:
-        handle.write("\n".join(lines) + "\n")
+    write_lines(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import numpy as np
 import pytorch_grad_cam as pgc
 import torch
 import torchvision
+from _machine import write_lines
 
 import pycam_fast
 from pycam_fast.compat import pytorch_grad_cam as ours
@@ -129,8 +130,7 @@ def _write(args: argparse.Namespace, rows: list[tuple]) -> None:
         "|---|---:|---:|---:|---:|---:|---|",
     ]
     lines += [f"| {n} | {b} | {a:.2f} | {o:.2f} | {s:.2f}x | {d:.1e} | {r} |" for n, b, a, o, s, d, r in rows]
-    with open(args.out, "w") as handle:
-        handle.write("\n".join(lines) + "\n")
+    write_lines(args.out, lines)
     print(f"wrote {args.out}")
 
 

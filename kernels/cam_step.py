@@ -131,6 +131,15 @@ def _bilerp(ptr, plane, h0, h1, lh0, lh1, w0, w1, lw0, lw1, W_in, mask):
 
 
 @triton.jit
+def _sample_block(P, BLOCK: tl.constexpr):
+    """A program's block ``pid`` (grid axis 0) of sample ``n`` (axis 1, int64), its offsets and mask ``offs < P``."""
+    pid = tl.program_id(0)
+    n = tl.program_id(1).to(tl.int64)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    return pid, n, offs, offs < P
+
+
+@triton.jit
 def _cam_finalize_kernel(
     buf_ptr,
     out_ptr,
@@ -151,10 +160,7 @@ def _cam_finalize_kernel(
     RELU: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    n = tl.program_id(1).to(tl.int64)
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < P_out
+    pid, n, offs, mask = _sample_block(P_out, BLOCK)
     src = buf_ptr + n * P_in
     if RESIZE:
         ow = offs % W_out
@@ -192,10 +198,7 @@ def _cam_normalize_kernel(
     BLOCK: tl.constexpr,
     BLOCK_PART: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    n = tl.program_id(1).to(tl.int64)
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < P
+    _pid, n, offs, mask = _sample_block(P, BLOCK)
     x = tl.load(x_ptr + n * P + offs, mask=mask, other=0.0)
     if NORMALIZE:
         lo = tl.full([BLOCK_PART], float("inf"), tl.float32)

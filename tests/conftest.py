@@ -10,6 +10,11 @@ import pytest
 from torch import nn
 
 
+def conv_bn(in_ch: int, out_ch: int, stride: int = 1) -> list[nn.Module]:
+    """A padded 3x3 convolution and its batch norm (unpack into an ``nn.Sequential``)."""
+    return [nn.Conv2d(in_ch, out_ch, 3, stride, 1), nn.BatchNorm2d(out_ch)]
+
+
 class SmallCNN(nn.Module):
     """Tiny conv net (two conv stages, GAP, Linear) that makes Score-CAM parity tests affordable."""
 

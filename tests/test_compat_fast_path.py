@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import SmallCNN
+from conftest import SmallCNN, conv_bn
 from torch import nn
 
 from pycam_fast.compat import pytorch_grad_cam as ours
@@ -34,14 +34,7 @@ class TinySeg(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1),
-            nn.BatchNorm2d(8),
-            nn.ReLU(),
-            nn.Conv2d(8, 12, 3, 2, 1),
-            nn.BatchNorm2d(12),
-            nn.ReLU(),
-        )
+        self.body = nn.Sequential(*conv_bn(3, 8), nn.ReLU(), *conv_bn(8, 12, 2), nn.ReLU())
         self.head = nn.Conv2d(12, 4, 1)
 
     def forward(self, x):
@@ -152,23 +145,12 @@ def test_segmentation_target_on_copy(name):
     x = torch.randn(3, 3, 22, 28)
     masks = [(torch.rand(22, 28) > 0.5).numpy().astype(np.float32) for _ in range(3)]
     layers = [model.body[5], model.body[2]]
-    mine, cam = _run(
-        ours,
-        name,
-        model,
-        layers,
-        x,
-        [our_targets.SemanticSegmentationTarget(c, m) for c, m in zip((0, 2, 3), masks, strict=True)],
-    )
+    runs = []
+    for lib, lib_targets in ((ours, our_targets), (pgc, pgc_targets)):
+        targets = [lib_targets.SemanticSegmentationTarget(c, m) for c, m in zip((0, 2, 3), masks, strict=True)]
+        runs.append(_run(lib, name, model, layers, x, targets))
+    (mine, cam), (theirs, _) = runs
     assert (cam.last_path, cam.last_model) == ("tail_autograd", "copy")
-    theirs, _ = _run(
-        pgc,
-        name,
-        model,
-        layers,
-        x,
-        [pgc_targets.SemanticSegmentationTarget(c, m) for c, m in zip((0, 2, 3), masks, strict=True)],
-    )
     _close(mine, theirs)
 
 
@@ -177,11 +159,9 @@ def test_target_conv_before_batchnorm_is_not_folded():
     torch.manual_seed(23)
     model = _randomise_bn(
         nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1),
-            nn.BatchNorm2d(8),
+            *conv_bn(3, 8),
             nn.ReLU(),
-            nn.Conv2d(8, 16, 3, padding=1),
-            nn.BatchNorm2d(16),
+            *conv_bn(8, 16),
             nn.ReLU(),
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),

@@ -66,7 +66,10 @@ def test_formula(cnn, batch, variant):
 def test_variants_differ(cnn):
     torch.manual_seed(7)
     x = torch.randn(4, 3, 10, 10, dtype=torch.float64)
-    maps = {v: GradCAM(cnn, conv_layer="features.4", variant=v).explain(x, [0, 1, 2, 3]) for v in ("guided", "deconv", "backward")}
+    maps = {
+        v: GradCAM(cnn, conv_layer="features.4", variant=v).explain(x, [0, 1, 2, 3])
+        for v in ("guided", "deconv", "backward")
+    }
     assert not torch.allclose(maps["guided"], maps["backward"])
     assert not torch.allclose(maps["deconv"], maps["backward"])
 

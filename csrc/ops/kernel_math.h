@@ -15,37 +15,51 @@ namespace math {
 // FMA by default (one rounding instead of two), so without these the GPU would differ from the CPU kernels and from
 // torch's separate mul/add kernels in the last bit of a resize tap or blend; overlay truncates such a value to a
 // LUT index, where one ulp is a different colour. (The host side is built with -ffp-contract=off, see setup.py.)
-C10_HOST_DEVICE inline float mul_rn(float a, float b) {
+enum class RoundedOp { Mul, Add };
+
+// `a * b` or `a + b` (float or double), rounded once.
+template <RoundedOp op, typename acc_t>
+C10_HOST_DEVICE inline acc_t rounded(acc_t a, acc_t b) {
+  static_assert(std::is_same_v<acc_t, float> || std::is_same_v<acc_t, double>, "float or double operands");
 #ifdef __CUDA_ARCH__
-  return __fmul_rn(a, b);
+  if constexpr (std::is_same_v<acc_t, double>) {
+    return op == RoundedOp::Mul ? __dmul_rn(a, b) : __dadd_rn(a, b);
+  } else {
+    return op == RoundedOp::Mul ? __fmul_rn(a, b) : __fadd_rn(a, b);
+  }
 #else
-  return a * b;
+  if constexpr (op == RoundedOp::Mul) {
+    return a * b;
+  } else {
+    return a + b;
+  }
 #endif
 }
-C10_HOST_DEVICE inline double mul_rn(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __dmul_rn(a, b);
-#else
-  return a * b;
-#endif
+template <typename acc_t>
+C10_HOST_DEVICE inline acc_t mul_rn(acc_t a, acc_t b) {
+  return rounded<RoundedOp::Mul>(a, b);
 }
-C10_HOST_DEVICE inline float add_rn(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __fadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-C10_HOST_DEVICE inline double add_rn(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __dadd_rn(a, b);
-#else
-  return a + b;
-#endif
+template <typename acc_t>
+C10_HOST_DEVICE inline acc_t add_rn(acc_t a, acc_t b) {
+  return rounded<RoundedOp::Add>(a, b);
 }
 
 // Which gradient-weight formula a weights kernel computes (one kernel body, four ops).
 enum class WeightKind : int { GradCAM = 0, XGradCAM = 1, GradCAMpp = 2, GradCAMppTorchCAM = 3 };
+
+template <WeightKind kind>
+using WeightKindTag = std::integral_constant<WeightKind, kind>;
+
+// f(WeightKindTag<kind>{}) for a run-time kind (one kernel instantiation per kind); kind must be one of the four.
+template <typename F>
+inline auto with_weight_kind(WeightKind kind, F&& f) {
+  switch (kind) {
+    case WeightKind::GradCAM: return f(WeightKindTag<WeightKind::GradCAM>{});
+    case WeightKind::XGradCAM: return f(WeightKindTag<WeightKind::XGradCAM>{});
+    case WeightKind::GradCAMpp: return f(WeightKindTag<WeightKind::GradCAMpp>{});
+    default: return f(WeightKindTag<WeightKind::GradCAMppTorchCAM>{});
+  }
+}
 
 // Source taps of one output coordinate for linear interpolation with align_corners=False. This is ATen's
 // area_pixel_compute_scale + area_pixel_compute_source_index + guard_index_and_lambda, in the same operation

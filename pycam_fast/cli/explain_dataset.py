@@ -7,11 +7,10 @@ Runs as one process or under ``torchrun`` (one rank per GPU / CPU process; rank 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
-from .common import CliError, check_method, method_choices
+from .common import CliError, add_progress_option, add_seed_option, check_method, method_choices, progress_wanted
 from .explain import _MODEL_HELP, _check_backend, _class_index, _num_classes, _target_layer, load_model
 
 __all__ = ["add_parser", "run"]
@@ -70,15 +69,8 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--index", choices=("auto", "parquet", "jsonl"), default="auto", help="index format (default: %(default)s)"
     )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of torchvision:NAME random weights and noisy methods (default: 0)"
-    )
-    parser.add_argument(
-        "--progress",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="a progress bar with images/s on rank 0: auto = only on a terminal (default: %(default)s)",
-    )
+    add_seed_option(parser)
+    add_progress_option(parser, "a progress bar with images/s on rank 0")
     parser.add_argument(
         "--strict",
         action="store_true",
@@ -111,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     layer = _target_layer(loaded.model, args.layer or loaded.default_layer, size)
     num_classes = _num_classes(loaded.model, size, device) if args.class_idx is not None else None
     class_idx = _class_index(args.class_idx, loaded.class_names, num_classes)
-    progress = args.progress == "on" or (args.progress == "auto" and sys.stderr.isatty())
+    progress = progress_wanted(args.progress)
     try:
         summary = explain_dataset(
             args.images,

@@ -18,10 +18,9 @@ from torch import Tensor, nn
 from .._log import log_once
 from ..forward.ablation import Evaluator, ablation_scores, replaced_output_evaluator
 from ..forward.tail import split_tail
-from ..layers import LayerSpec
 from ..targets import ClassIdx, OutputTarget, select_scores
-from .extractor import CAMExtractor
-from .spec import CamTerms, LayerInputs, MethodSpec, register_method
+from .extractor import BatchedExtractor
+from .spec import LayerInputs, MethodSpec, register_method, weighted_activations
 
 __all__ = ["ABLATION_OFFSET", "ABLATIONCAM", "AblationCAM", "ablation_values"]
 
@@ -64,10 +63,10 @@ def ablation_values(activations: Tensor, options: Mapping[str, Any]) -> Tensor:
     return values if values.ndim == 2 else values[:, None].expand(num_n, num_ch)
 
 
-def _terms(layer: LayerInputs) -> CamTerms:
+@weighted_activations
+def _terms(layer: LayerInputs) -> Tensor:
     base = layer.base_scores.to(layer.scores.dtype)[:, None]  # type: ignore[union-attr]
-    weights = (base - layer.scores) / base
-    return CamTerms(weights.to(layer.activations.dtype), layer.activations)
+    return ((base - layer.scores) / base).to(layer.activations.dtype)
 
 
 ABLATIONCAM = register_method(
@@ -82,7 +81,7 @@ ABLATIONCAM = register_method(
 )
 
 
-class AblationCAM(CAMExtractor):
+class AblationCAM(BatchedExtractor):
     r"""Ablation-CAM, pytorch-grad-cam's definition, on the model tail only.
 
     Usage is TorchCAM's: ``out = model(x); cams = extractor(class_idx, out)`` (``scores`` optional: without it the
@@ -103,22 +102,11 @@ class AblationCAM(CAMExtractor):
     """
 
     spec = ABLATIONCAM
+    positional_arguments = ("batch_size", "input_shape", "ablation_value")
+    supports_reshape_transform = False
 
-    def __init__(
-        self,
-        model: nn.Module,
-        target_layer: LayerSpec = None,
-        batch_size: int = 32,
-        input_shape: tuple[int, ...] = (3, 224, 224),
-        ablation_value: Any = "auto",
-        **kwargs: Any,
-    ) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}")
-        if kwargs.get("reshape_transform") is not None:
-            raise ValueError("AblationCAM does not support `reshape_transform`: pick a layer with (N, C, *S) output")
-        super().__init__(model, target_layer, input_shape, ablation_value=ablation_value, **kwargs)
-        self.bs = batch_size
+    def __init__(self, model: nn.Module, **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
         self._tails = {}
         for name in self.target_names:
             split = split_tail(model, name)
@@ -163,6 +151,3 @@ class AblationCAM(CAMExtractor):
                 ablated = ablation_scores(evaluate, act, values, class_idx, fns, self.bs)
                 results.append((ablated, base.to(act.device)))
         return results
-
-    def _repr_fields(self) -> dict[str, Any]:
-        return {"batch_size": self.bs, **self.options}

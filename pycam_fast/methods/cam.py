@@ -10,17 +10,17 @@ from .._log import logger
 from ..layers import LayerSpec, module_name
 from ..targets import check_class_range
 from .extractor import CAMExtractor
-from .spec import CamTerms, LayerInputs, MethodSpec, register_method
+from .spec import LayerInputs, MethodSpec, register_method, weighted_activations
 
 __all__ = ["CAM", "CAM_SPEC"]
 
 
-def _terms(layer: LayerInputs) -> CamTerms:
+@weighted_activations
+def _terms(layer: LayerInputs) -> Tensor:
     classifier, class_idx = layer.classifier, layer.class_idx
     check_class_range(class_idx, classifier.shape[0])  # type: ignore[union-attr]
     rows = classifier[class_idx].detach()  # type: ignore[index]
-    weights = rows.unsqueeze(0) if isinstance(class_idx, int) else rows
-    return CamTerms(weights.to(layer.activations.device), layer.activations)
+    return (rows.unsqueeze(0) if isinstance(class_idx, int) else rows).to(layer.activations.device)
 
 
 CAM_SPEC = register_method(

@@ -1,8 +1,9 @@
 """The TorchCAM-style extractor: hooks on the target layers, then a method's map through the backend ops.
 
 :class:`CAMExtractor` is the public base of every class in :mod:`pycam_fast.methods` (``_CAM`` is its TorchCAM name).
-A subclass sets ``spec`` (its :class:`~.spec.MethodSpec`) and, where TorchCAM has one, its constructor signature;
-everything else comes from the spec's kind. The extension API the drop-in layers use:
+A subclass sets ``spec`` (its :class:`~.spec.MethodSpec`) and, where TorchCAM's constructor takes options
+positionally, ``positional_arguments`` (the constructor with that explicit signature is generated, the defaults
+coming from the spec); everything else comes from the spec's kind. The extension API the drop-in layers use:
 
 - :meth:`CAMExtractor.activations` / :meth:`CAMExtractor.gradients`: what the hooks recorded (checked);
 - :meth:`CAMExtractor.supply`: activations and gradients computed elsewhere (a tail-only forward on a private copy);
@@ -15,6 +16,7 @@ weights multiply the hooked activations.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from functools import partial
@@ -28,10 +30,10 @@ from ..layers import LayerSpec, resolve_target_names
 from ..model_state import model_eval
 from ..targets import ClassIdx, OutputTarget, class_indices, resolve_targets, select_scores
 from .noise import gaussian_noise
-from .options import check_option, check_output_size, resolve_options
+from .options import OPTION_ANNOTATIONS, check_option, check_output_size, positive_int, resolve_options
 from .spec import CamTerms, GradMoments, LayerInputs, MethodSpec
 
-__all__ = ["CAMExtractor", "_CAM"]
+__all__ = ["BatchedExtractor", "CAMExtractor", "_CAM"]
 
 
 class CAMExtractor:
@@ -54,6 +56,16 @@ class CAMExtractor:
     """
 
     spec: ClassVar[MethodSpec]
+    #: TorchCAM's positional arguments after ``target_layer``: a subclass that sets them gets a constructor with that
+    #: explicit signature (an option of ``spec`` takes its default there; another name comes from the base class)
+    positional_arguments: ClassVar[tuple[str, ...]] = ()
+    #: whether the method accepts a ``reshape_transform``
+    supports_reshape_transform: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "positional_arguments" in cls.__dict__:
+            cls.__init__ = _positional_init(cls)  # type: ignore[method-assign]
 
     def __init__(
         self,
@@ -65,6 +77,10 @@ class CAMExtractor:
         backend: str = "auto",
         **options: Any,
     ) -> None:
+        if reshape_transform is not None and not self.supports_reshape_transform:
+            raise ValueError(
+                f"{self.spec.name} does not support `reshape_transform`: pick a layer with (N, C, *S) output"
+            )
         if reshape_transform is not None and not callable(reshape_transform):
             raise TypeError("`reshape_transform` must be callable, e.g. a function (N, T, D) -> (N, C, H, W)")
         if reshape_transform is not None and target_layer is None:
@@ -491,10 +507,7 @@ class CAMExtractor:
             ValueError: ``cams`` is empty.
 
         """
-        if not isinstance(cams, list) or any(not isinstance(cam, Tensor) for cam in cams):
-            raise TypeError("invalid argument type for `cams`: expected a list of tensors")
-        if not cams:
-            raise ValueError("argument `cams` cannot be an empty list")
+        check_cams(cams, "invalid argument type for `cams`: expected a list of tensors")
         if len(cams) == 1:
             return cams[0]
         shape = target_shape if isinstance(target_shape, tuple) else tuple(map(max, *(c.shape[1:] for c in cams)))
@@ -516,8 +529,84 @@ class CAMExtractor:
         return {k: v for k, v in self.options.items() if k != "eps"}
 
 
+class BatchedExtractor(CAMExtractor):
+    """An extractor that runs its own forwards (masked or ablated copies), ``batch_size`` copies per forward.
+
+    Args:
+        model: the model to explain.
+        target_layer: a module, its dotted name, a list of those (one map each), or ``None`` (automatic).
+        batch_size: number of copies per forward (they mix samples; results do not depend on it).
+        input_shape: one sample's input shape, used by the automatic layer resolution.
+        kwargs: ``enable_hooks``, ``reshape_transform``, ``backend`` and the method's options.
+
+    Raises:
+        ValueError: ``batch_size < 1``.
+
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layer: LayerSpec = None,
+        batch_size: int = 32,
+        input_shape: tuple[int, ...] = (3, 224, 224),
+        **kwargs: Any,
+    ) -> None:
+        positive_int("batch_size", batch_size)
+        super().__init__(model, target_layer, input_shape, **kwargs)
+        self.bs = batch_size
+
+    def _repr_fields(self) -> dict[str, Any]:
+        return {"batch_size": self.bs, **super()._repr_fields()}
+
+
 #: TorchCAM's name of the extractor base class
 _CAM = CAMExtractor
+
+
+def _positional_init(cls: type[CAMExtractor]) -> Callable[..., None]:
+    """``cls``'s constructor with the explicit signature ``(model, target_layer, *cls.positional_arguments, **kwargs)``.
+
+    It binds its arguments to that signature and passes them all by keyword to the ``__init__`` ``cls`` defines or
+    inherits.
+    """
+    base_init = cls.__init__
+    inherited = inspect.signature(super(cls, cls).__init__).parameters
+    params = [inherited["self"], inherited["model"], inherited["target_layer"]]
+    for name in cls.positional_arguments:
+        if name not in cls.spec.options:
+            params.append(inherited[name])
+            continue
+        kind, default = inspect.Parameter.POSITIONAL_OR_KEYWORD, cls.spec.options[name]
+        params.append(inspect.Parameter(name, kind, default=default, annotation=OPTION_ANNOTATIONS[name]))
+    params.append(inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD, annotation="Any"))
+    signature = inspect.Signature(params, return_annotation="None")
+
+    def init(*args: Any, **kwargs: Any) -> None:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        given = dict(bound.arguments)
+        extra = given.pop("kwargs")
+        base_init(**given, **extra)
+
+    init.__signature__ = signature  # type: ignore[attr-defined]
+    init.__module__ = cls.__module__
+    init.__name__, init.__qualname__, init.__doc__ = "__init__", f"{cls.__qualname__}.__init__", base_init.__doc__
+    return init
+
+
+def check_cams(cams: Any, type_error: str) -> None:
+    """Check that ``cams`` (per-layer maps to fuse) is a non-empty list of tensors.
+
+    Raises:
+        TypeError: not a list of tensors (message ``type_error``).
+        ValueError: an empty list.
+
+    """
+    if not isinstance(cams, list) or any(not isinstance(cam, Tensor) for cam in cams):
+        raise TypeError(type_error)
+    if not cams:
+        raise ValueError("argument `cams` cannot be an empty list")
 
 
 def _valid_class_idx(class_idx: Any, batch: int) -> bool:

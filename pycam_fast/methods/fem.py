@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..layers import LayerSpec
 from .extractor import CAMExtractor
 from .spec import CamTerms, LayerInputs, MethodSpec, register_method
 
@@ -64,13 +61,4 @@ class FEM(CAMExtractor):
     """
 
     spec = FEM_SPEC
-
-    def __init__(
-        self,
-        model: nn.Module,
-        target_layer: LayerSpec = None,
-        k: float = 2.0,
-        input_shape: tuple[int, ...] = (3, 224, 224),
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(model, target_layer, input_shape, k=k, **kwargs)
+    positional_arguments = ("k", "input_shape")

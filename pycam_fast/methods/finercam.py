@@ -9,6 +9,7 @@ contrastive score; its gradient is ``g_c - gamma * mean_t g_{d_t}``), and ties b
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from math import isfinite
 from typing import Any
 
@@ -174,8 +175,9 @@ class FinerCAM(WrappedExtractor):
         kwargs.pop("targets", None)
         return contrastive_scores(scores, class_idx, comparison_idx, self.gamma, self.num_references)
 
-    def __call__(
+    def _maps(
         self,
+        base: Callable[..., list[Tensor]],
         class_idx: ClassIdx,
         scores: Tensor | None = None,
         comparison_idx: Comparison | None = None,
@@ -189,19 +191,7 @@ class FinerCAM(WrappedExtractor):
 
         """
         contrast = self._contrast(class_idx, scores, comparison_idx, kwargs)
-        return self.base_cam([0] * contrast.shape[0], contrast, normalized, **kwargs)
-
-    def compute_cams(
-        self,
-        class_idx: ClassIdx,
-        scores: Tensor | None = None,
-        comparison_idx: Comparison | None = None,
-        normalized: bool = True,
-        **kwargs: Any,
-    ) -> list[Tensor]:
-        """As ``__call__`` without the base extractor's argument checks."""
-        contrast = self._contrast(class_idx, scores, comparison_idx, kwargs)
-        return self.base_cam.compute_cams([0] * contrast.shape[0], contrast, normalized, **kwargs)
+        return base([0] * contrast.shape[0], contrast, normalized, **kwargs)
 
     def fuse_cams(self, cams: list[Tensor], target_shape: tuple[int, ...] | None = None) -> Tensor:
         """Fuse per-layer maps as the base method does."""

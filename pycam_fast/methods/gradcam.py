@@ -7,7 +7,7 @@ from torch import Tensor
 
 from .. import ops
 from .extractor import CAMExtractor
-from .spec import CamTerms, LayerInputs, MethodSpec, register_method
+from .spec import LayerInputs, MethodSpec, register_method, weighted_activations
 
 __all__ = ["GRADCAM", "GradCAM", "filter_gradients"]
 
@@ -32,9 +32,10 @@ def filter_gradients(grads: Tensor, activations: Tensor, gradient_filter: str | 
     return grads
 
 
-def _terms(layer: LayerInputs) -> CamTerms:
+@weighted_activations
+def _terms(layer: LayerInputs) -> Tensor:
     grads = filter_gradients(layer.grads, layer.activations, layer.options["gradient_filter"])  # type: ignore[arg-type]
-    return CamTerms(ops.gradcam_weights(grads, backend=layer.backend), layer.activations)
+    return ops.gradcam_weights(grads, backend=layer.backend)
 
 
 GRADCAM = register_method(

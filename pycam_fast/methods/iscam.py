@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..layers import LayerSpec
 from .scorecam import MaskedForwardExtractor, score_terms
 from .spec import MethodSpec, register_method
 
@@ -51,14 +50,4 @@ class ISCAM(MaskedForwardExtractor):
     """
 
     spec = ISCAM_SPEC
-
-    def __init__(
-        self,
-        model: nn.Module,
-        target_layer: LayerSpec = None,
-        batch_size: int = 32,
-        num_samples: int = 10,
-        input_shape: tuple[int, ...] = (3, 224, 224),
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(model, target_layer, batch_size, input_shape, num_samples=num_samples, **kwargs)
+    positional_arguments = ("batch_size", "num_samples", "input_shape")

@@ -8,7 +8,15 @@ from typing import Any
 
 from .spec import MethodSpec
 
-__all__ = ["GRADIENT_FILTERS", "SIGN_CONVENTIONS", "check_option", "check_output_size", "resolve_options"]
+__all__ = [
+    "GRADIENT_FILTERS",
+    "OPTION_ANNOTATIONS",
+    "SIGN_CONVENTIONS",
+    "check_option",
+    "check_output_size",
+    "positive_int",
+    "resolve_options",
+]
 
 #: Xplique's gradient filters for Grad-CAM weights (``None``: the plain gradients)
 GRADIENT_FILTERS = (None, "guided", "deconv")
@@ -20,7 +28,13 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _positive_int(name: str, value: Any) -> Any:
+def positive_int(name: str, value: Any) -> Any:
+    """``value`` if it is an int >= 1 (not a bool).
+
+    Raises:
+        ValueError: any other value, naming ``name``.
+
+    """
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"`{name}` must be a positive int, got {value!r}")
     return value
@@ -48,7 +62,7 @@ def _one_of(choices: tuple[Any, ...]) -> Callable[[str, Any], Any]:
 
 
 def _optional_positive_int(name: str, value: Any) -> Any:
-    return None if value is None else _positive_int(name, value)
+    return None if value is None else positive_int(name, value)
 
 
 def _ablation_value(name: str, value: Any) -> Any:
@@ -69,13 +83,26 @@ def _eps(name: str, value: Any) -> Any:
 
 _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "eps": _eps,
-    "num_samples": _positive_int,
+    "num_samples": positive_int,
     "std": _non_negative,
     "k": _finite,
     "sign": _one_of(SIGN_CONVENTIONS),
     "gradient_filter": _one_of(GRADIENT_FILTERS),
     "top_k": _optional_positive_int,
     "ablation_value": _ablation_value,
+}
+
+
+#: each option's annotation in the constructor signatures that take it positionally (TorchCAM's)
+OPTION_ANNOTATIONS: dict[str, str] = {
+    "eps": "float",
+    "num_samples": "int",
+    "std": "float",
+    "k": "float",
+    "sign": "str",
+    "gradient_filter": "str | None",
+    "top_k": "int | None",
+    "ablation_value": "Any",
 }
 
 

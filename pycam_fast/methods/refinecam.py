@@ -7,6 +7,7 @@ multiplied element-wise, and the product is min-max normalised when ``normalized
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -15,7 +16,7 @@ from torch.nn import functional as F
 
 from .. import ops
 from ..targets import ClassIdx, OutputTarget
-from .extractor import CAMExtractor
+from .extractor import CAMExtractor, check_cams
 from .gradcampp import GradCAMpp
 from .wrapped import WrappedExtractor
 
@@ -48,10 +49,7 @@ def refine_cams(cams: list[Tensor], target_shape: tuple[int, ...] | None = None,
         ValueError: ``cams`` is empty.
 
     """
-    if not isinstance(cams, list) or any(not isinstance(cam, Tensor) for cam in cams):
-        raise TypeError("invalid argument type for `cams`")
-    if not cams:
-        raise ValueError("argument `cams` cannot be an empty list")
+    check_cams(cams, "invalid argument type for `cams`")
     shape = target_shape or tuple(max(dims) for dims in zip(*(cam.shape[1:] for cam in cams), strict=True))
     mode = _MODES.get(cams[0].ndim, "nearest")
     extra = {} if mode == "nearest" else {"align_corners": False}
@@ -97,8 +95,9 @@ class RefineCAM(WrappedExtractor):
             raise TypeError("base_method must be a CAM extractor class")
         super().__init__(base_method(model, target_layer, input_shape=input_shape, **base_kwargs))
 
-    def __call__(
+    def _maps(
         self,
+        base: Callable[..., list[Tensor]],
         class_idx: ClassIdx | None = None,
         scores: Any = None,
         normalized: bool = True,
@@ -108,21 +107,7 @@ class RefineCAM(WrappedExtractor):
         **kwargs: Any,
     ) -> list[Tensor]:
         """One refined ``(N, *target_shape)`` map (in a list) from the base method's per-layer maps."""
-        cams = self.base_cam(class_idx, scores, normalized=True, targets=targets, **kwargs)
-        return [refine_cams(cams, target_shape, normalized)]
-
-    def compute_cams(
-        self,
-        class_idx: ClassIdx | None = None,
-        scores: Any = None,
-        normalized: bool = True,
-        target_shape: tuple[int, ...] | None = None,
-        *,
-        targets: OutputTarget | list[OutputTarget] | None = None,
-        **kwargs: Any,
-    ) -> list[Tensor]:
-        """As ``__call__`` without the base extractor's argument checks."""
-        cams = self.base_cam.compute_cams(class_idx, scores, normalized=True, targets=targets, **kwargs)
+        cams = base(class_idx, scores, normalized=True, targets=targets, **kwargs)
         return [refine_cams(cams, target_shape, normalized)]
 
     @staticmethod

@@ -13,21 +13,20 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..forward.scoring import ScorePlan, masked_scores
-from ..layers import LayerSpec
 from ..targets import ClassIdx
-from .extractor import CAMExtractor
-from .spec import CamTerms, LayerInputs, MethodSpec, register_method
+from .extractor import BatchedExtractor
+from .spec import LayerInputs, MethodSpec, register_method, weighted_activations
 
 __all__ = ["SCORECAM", "MaskedForwardExtractor", "ScoreCAM", "score_terms"]
 
 
-def score_terms(layer: LayerInputs) -> CamTerms:
+@weighted_activations
+def score_terms(layer: LayerInputs) -> Tensor:
     """The Score-CAM family's weights: the softmax over channels of their (averaged) masked scores."""
-    weights = torch.softmax(layer.scores, dim=-1).to(layer.activations.dtype)  # type: ignore[arg-type]
-    return CamTerms(weights, layer.activations)
+    return torch.softmax(layer.scores, dim=-1).to(layer.activations.dtype)  # type: ignore[arg-type]
 
 
 SCORECAM = register_method(
@@ -42,33 +41,11 @@ SCORECAM = register_method(
 )
 
 
-class MaskedForwardExtractor(CAMExtractor):
+class MaskedForwardExtractor(BatchedExtractor):
     """The Score-CAM family's extractor: the stored input masked by each channel, ``batch_size`` per forward.
 
-    Args:
-        model: the model to explain.
-        target_layer: a module, its dotted name, a list of those, or ``None`` (automatic).
-        batch_size: number of masked inputs per forward (they mix samples; results do not depend on it).
-        input_shape: one sample's input shape, used by the automatic layer resolution.
-        kwargs: ``enable_hooks``, ``reshape_transform``, ``backend`` and the method's options.
-
-    Raises:
-        ValueError: ``batch_size < 1``.
-
+    Arguments as :class:`~.extractor.BatchedExtractor`.
     """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        target_layer: LayerSpec = None,
-        batch_size: int = 32,
-        input_shape: tuple[int, ...] = (3, 224, 224),
-        **kwargs: Any,
-    ) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}")
-        super().__init__(model, target_layer, input_shape, **kwargs)
-        self.bs = batch_size
 
     def _channel_scores(
         self, activations: list[Tensor], class_idx: ClassIdx | None, scores: Any, targets: Any, options: dict[str, Any]

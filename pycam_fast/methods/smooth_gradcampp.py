@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from torch import nn
+from torch import Tensor
 
 from .. import ops
-from ..layers import LayerSpec
 from ..ops.reference import gradcampp_from_moments
 from .extractor import CAMExtractor
-from .spec import CamTerms, LayerInputs, MethodSpec, register_method
+from .spec import LayerInputs, MethodSpec, register_method, weighted_activations
 
 __all__ = ["SMOOTH_GRADCAMPP", "SmoothGradCAMpp"]
 
 
-def _terms(layer: LayerInputs) -> CamTerms:
+@weighted_activations
+def _terms(layer: LayerInputs) -> Tensor:
     m = layer.moments
-    weights = gradcampp_from_moments(m.mean, m.mean_sq, m.mean_cube, layer.activations, layer.options["eps"])  # type: ignore[union-attr]
-    return CamTerms(weights, layer.activations)
+    return gradcampp_from_moments(m.mean, m.mean_sq, m.mean_cube, layer.activations, layer.options["eps"])  # type: ignore[union-attr]
 
 
 SMOOTH_GRADCAMPP = register_method(
@@ -54,14 +51,4 @@ class SmoothGradCAMpp(CAMExtractor):
     """
 
     spec = SMOOTH_GRADCAMPP
-
-    def __init__(
-        self,
-        model: nn.Module,
-        target_layer: LayerSpec = None,
-        num_samples: int = 4,
-        std: float = 0.3,
-        input_shape: tuple[int, ...] = (3, 224, 224),
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(model, target_layer, input_shape, num_samples=num_samples, std=std, **kwargs)
+    positional_arguments = ("num_samples", "std", "input_shape")

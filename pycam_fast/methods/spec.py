@@ -20,6 +20,7 @@ Adding a method: one module in this package that builds a :class:`MethodSpec`, r
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,7 @@ __all__ = [
     "get_method",
     "method_names",
     "register_method",
+    "weighted_activations",
 ]
 
 KINDS = ("gradient", "activation", "score", "ablation")
@@ -101,6 +103,24 @@ class LayerInputs:
     classifier: Tensor | None = None
     scores: Tensor | None = None
     base_scores: Tensor | None = None
+
+
+def weighted_activations(weights: Callable[[LayerInputs], Tensor]) -> Callable[[LayerInputs], CamTerms]:
+    """The ``terms`` of a method whose map weights the layer's activations: ``CamTerms(weights(layer), activations)``.
+
+    Args:
+        weights: ``LayerInputs -> (N, C)`` (or ``(1, C)``) channel weights.
+
+    Returns:
+        the terms function (a decorator: it keeps ``weights``' name and docstring).
+
+    """
+
+    @functools.wraps(weights)
+    def terms(layer: LayerInputs) -> CamTerms:
+        return CamTerms(weights(layer), layer.activations)
+
+    return terms
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..layers import LayerSpec
 from .noise import gaussian_noise
 from .scorecam import MaskedForwardExtractor, score_terms
 from .spec import MethodSpec, register_method
@@ -65,15 +64,4 @@ class SSCAM(MaskedForwardExtractor):
     """
 
     spec = SSCAM_SPEC
-
-    def __init__(
-        self,
-        model: nn.Module,
-        target_layer: LayerSpec = None,
-        batch_size: int = 32,
-        num_samples: int = 35,
-        std: float = 2.0,
-        input_shape: tuple[int, ...] = (3, 224, 224),
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(model, target_layer, batch_size, input_shape, num_samples=num_samples, std=std, **kwargs)
+    positional_arguments = ("batch_size", "num_samples", "std", "input_shape")

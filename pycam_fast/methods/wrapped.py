@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Self
+from typing import Any, Self
 
-from torch import nn
+from torch import Tensor, nn
 
 from .extractor import CAMExtractor
 
@@ -15,10 +17,20 @@ __all__ = ["WrappedExtractor"]
 class WrappedExtractor:
     """Delegates the hooks and the lifecycle to ``base_cam`` (no hooks of its own).
 
+    A subclass defines ``_maps(base, ...)``: its maps from ``base``, the base extractor's ``__call__`` (checked) or its
+    ``compute_cams`` (unchecked). Its ``__call__`` and ``compute_cams`` take ``_maps``' other arguments.
+
     Args:
         base_cam: the wrapped extractor.
 
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_maps" in cls.__dict__:
+            cls.__call__ = _delegate(cls, "__call__", lambda base_cam: base_cam, cls._maps.__doc__)  # type: ignore[method-assign]
+            doc = "As ``__call__`` without the base extractor's argument checks."
+            cls.compute_cams = _delegate(cls, "compute_cams", lambda base_cam: base_cam.compute_cams, doc)  # type: ignore[attr-defined]
 
     def __init__(self, base_cam: CAMExtractor) -> None:
         self.base_cam = base_cam
@@ -63,3 +75,20 @@ class WrappedExtractor:
 
     def __exit__(self, *exc_info: object) -> None:
         self.base_cam.__exit__(*exc_info)
+
+
+def _delegate(
+    cls: type[WrappedExtractor], name: str, base: Callable[[CAMExtractor], Callable[..., list[Tensor]]], doc: str | None
+) -> Callable[..., list[Tensor]]:
+    """``cls``'s method ``name``: ``cls._maps`` with ``base(self.base_cam)``, and ``_maps``' signature less ``base``."""
+    maps = cls._maps  # type: ignore[attr-defined]
+
+    def method(self: WrappedExtractor, *args: Any, **kwargs: Any) -> list[Tensor]:
+        return maps(self, base(self.base_cam), *args, **kwargs)
+
+    signature = inspect.signature(maps)
+    params = [param for param in signature.parameters.values() if param.name != "base"]
+    method.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    method.__module__ = cls.__module__
+    method.__name__, method.__qualname__, method.__doc__ = name, f"{cls.__qualname__}.{name}", doc
+    return method

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from torch import Tensor
+
 from .. import ops
 from .extractor import CAMExtractor
-from .spec import CamTerms, LayerInputs, MethodSpec, register_method
+from .spec import LayerInputs, MethodSpec, register_method, weighted_activations
 
 __all__ = ["XGRADCAM", "XGradCAM"]
 
 
-def _terms(layer: LayerInputs) -> CamTerms:
-    weights = ops.xgradcam_weights(layer.grads, layer.activations, layer.options["eps"], backend=layer.backend)  # type: ignore[arg-type]
-    return CamTerms(weights, layer.activations)
+@weighted_activations
+def _terms(layer: LayerInputs) -> Tensor:
+    return ops.xgradcam_weights(layer.grads, layer.activations, layer.options["eps"], backend=layer.backend)  # type: ignore[arg-type]
 
 
 XGRADCAM = register_method(

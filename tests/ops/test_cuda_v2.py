@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import tolerances
 import torch
 from tolerances import BF16, F16, F32, F64, assert_close, call, magnitude, oracle, rand, randn, require
 
@@ -257,16 +258,9 @@ def test_weights_v2_nan(v2, op) -> None:
 
 # ----------------------------------------------------------------------------------------- GPU: masked inputs
 
-# (N, C, feature size, Cin, input size, shared input): odd upsampling, downsampling, same size, 1x1, 3-D, 1-D,
-# layer4 -> 224x224, a 128x128 feature map (64 KB of shared memory: v1)
+# the shapes of test_masked_inputs.py, layer4 -> 224x224 and a 128x128 feature map (64 KB of shared memory: v1)
 MASK_CASES = [
-    (2, 3, (7, 7), 3, (13, 29), False),
-    (1, 17, (3, 5), 3, (8, 6), True),
-    (3, 4, (2, 3, 4), 2, (5, 7, 9), False),
-    (2, 3, (5,), 3, (11,), False),
-    (2, 3, (1, 1), 3, (4, 5), True),
-    (2, 3, (7, 7), 2, (5, 4), False),
-    (2, 3, (4, 4), 3, (4, 4), False),
+    *tolerances.MASKED_INPUT_CASES,
     (2, 16, (7, 7), 3, (224, 224), False),
     (1, 2, (128, 128), 1, (130, 131), True),
 ]

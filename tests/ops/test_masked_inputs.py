@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import pytest
+import tolerances
 import torch
 from tolerances import BF16, F16, F32, F64, TARGETS, assert_close, call, magnitude, oracle, randn, require, slow_target
 
 from pycam_fast.ops import reference as ref
 
 pytestmark = pytest.mark.parametrize(("backend", "device"), TARGETS)
-
-# (N, C, feature size, Cin, input size, shared input): odd upsampling, downsampling, same size, 1x1, 3-D, 1-D
-CASES = [
-    (2, 3, (7, 7), 3, (13, 29), False),
-    (1, 17, (3, 5), 3, (8, 6), True),
-    (3, 4, (2, 3, 4), 2, (5, 7, 9), False),
-    (2, 3, (5,), 3, (11,), False),
-    (2, 3, (1, 1), 3, (4, 5), True),
-    (2, 3, (7, 7), 2, (5, 4), False),
-    (2, 3, (4, 4), 3, (4, 4), False),
-]
 
 
 def _memory_format(ndim: int) -> torch.memory_format | None:
@@ -33,7 +23,7 @@ def _check(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, cha
     assert_close(actual, expected, dtype, scale=magnitude(expected))
 
 
-@pytest.mark.parametrize(("n", "c", "feat", "cin", "size", "shared"), CASES)
+@pytest.mark.parametrize(("n", "c", "feat", "cin", "size", "shared"), tolerances.MASKED_INPUT_CASES)
 @pytest.mark.parametrize("dtype", [F32, F64])
 def test_matches_reference(backend, device, n, c, feat, cin, size, shared, dtype) -> None:
     require(backend, device, dtype)

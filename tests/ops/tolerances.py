@@ -48,6 +48,18 @@ TARGETS = [
 #: the compiled extension only (ops Triton has no kernel for, e.g. overlay)
 COMPILED_TARGETS = [TARGETS[0], TARGETS[2]]
 
+#: ``masked_inputs`` shapes ``(N, C, feature size, Cin, input size, shared input)``: odd upsampling, downsampling,
+#: same size, 1x1, 3-D, 1-D
+MASKED_INPUT_CASES = [
+    (2, 3, (7, 7), 3, (13, 29), False),
+    (1, 17, (3, 5), 3, (8, 6), True),
+    (3, 4, (2, 3, 4), 2, (5, 7, 9), False),
+    (2, 3, (5,), 3, (11,), False),
+    (2, 3, (1, 1), 3, (4, 5), True),
+    (2, 3, (7, 7), 2, (5, 4), False),
+    (2, 3, (4, 4), 3, (4, 4), False),
+]
+
 
 def interpreting() -> bool:
     """Whether Triton runs through its (slow) CPU interpreter."""

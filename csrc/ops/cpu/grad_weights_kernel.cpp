@@ -10,6 +10,7 @@
 
 #include "../kernel_math.h"
 #include "../op_utils.h"
+#include "../weight_ops.h"
 #include "vec.h"
 
 namespace pycam_fast {
@@ -52,8 +53,8 @@ void weights_cpu_kernel(const at::Tensor& grads, const at::Tensor& acts, at::Ten
   });
 }
 
-template <WeightKind kind>
-at::Tensor weights_cpu(const at::Tensor& grads, const at::Tensor* activations, double eps, const char* op) {
+at::Tensor weights_cpu(WeightKind kind, const at::Tensor& grads, const at::Tensor* activations, double eps,
+                       const char* op) {
   check_device(grads, c10::DeviceType::CPU, "grads");
   check_weights_args(grads, activations, op);
   const at::Tensor g = grads.contiguous();
@@ -61,34 +62,15 @@ at::Tensor weights_cpu(const at::Tensor& grads, const at::Tensor* activations, d
   at::Tensor out = at::empty({grads.size(0), grads.size(1)}, grads.options().memory_format(c10::MemoryFormat::Contiguous));
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "pycam_fast::weights_cpu", [&] {
-    weights_cpu_kernel<kind, scalar_t>(g, a, out, eps);
+    math::with_weight_kind(kind, [&](auto tag) { weights_cpu_kernel<decltype(tag)::value, scalar_t>(g, a, out, eps); });
   });
   return out;
-}
-
-at::Tensor gradcam_weights_cpu(const at::Tensor& grads) {
-  return weights_cpu<WeightKind::GradCAM>(grads, nullptr, 0.0, "gradcam_weights");
-}
-
-at::Tensor xgradcam_weights_cpu(const at::Tensor& grads, const at::Tensor& activations, double eps) {
-  return weights_cpu<WeightKind::XGradCAM>(grads, &activations, eps, "xgradcam_weights");
-}
-
-at::Tensor gradcampp_weights_cpu(const at::Tensor& grads, const at::Tensor& activations, double eps) {
-  return weights_cpu<WeightKind::GradCAMpp>(grads, &activations, eps, "gradcampp_weights");
-}
-
-at::Tensor gradcampp_weights_torchcam_cpu(const at::Tensor& grads) {
-  return weights_cpu<WeightKind::GradCAMppTorchCAM>(grads, nullptr, 0.0, "gradcampp_weights_torchcam");
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pycam_fast, CPU, m) {
-  m.impl("gradcam_weights", &gradcam_weights_cpu);
-  m.impl("xgradcam_weights", &xgradcam_weights_cpu);
-  m.impl("gradcampp_weights", &gradcampp_weights_cpu);
-  m.impl("gradcampp_weights_torchcam", &gradcampp_weights_torchcam_cpu);
+  WeightOps<&weights_cpu>::impl(m);
 }
 
 }  // namespace pycam_fast

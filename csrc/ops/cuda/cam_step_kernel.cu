@@ -7,12 +7,12 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
-#include <torch/library.h>
 
 #include <limits>
 
 #include "../op_utils.h"
 #include "cuda_helpers.cuh"
+#include "ops_cuda.h"
 #include "ops_v2.h"
 
 namespace pycam_fast {
@@ -97,6 +97,8 @@ __global__ void resize_normalize_kernel(acc_t* __restrict__ partial, scalar_t* _
   }
 }
 
+}  // namespace
+
 at::Tensor cam_step_cuda(const at::Tensor& weights, const at::Tensor& activations, bool relu,
                          at::OptionalIntArrayRef output_size, bool normalize, double eps) {
   if (v2_selected()) {  // PYCAM_FAST_CUDA_KERNELS=v2: the bandwidth rewrite (cam_step_v2.cu) unless out of envelope
@@ -133,12 +135,6 @@ at::Tensor cam_step_cuda(const at::Tensor& weights, const at::Tensor& activation
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
-}
-
-}  // namespace
-
-TORCH_LIBRARY_IMPL(pycam_fast, CUDA, m) {
-  m.impl("cam_step", &cam_step_cuda);
 }
 
 }  // namespace pycam_fast

@@ -108,15 +108,7 @@ __global__ void __launch_bounds__(kThreads)
     fhi = math::max2(fhi, v);
   }
   if (resize) {
-    for (int64_t i = t; i < coords; i += kThreads) {
-      if (i < d.wout) {
-        taps[i] = math::linear_tap<acc_t>(i, d.win, d.wout);
-      } else if (i < d.wout + d.hout) {
-        taps[i] = math::linear_tap<acc_t>(i - d.wout, d.hin, d.hout);
-      } else {
-        taps[i] = math::linear_tap<acc_t>(i - d.wout - d.hout, d.din, d.dout);
-      }
-    }
+    cuda::fill_taps(taps, t, kThreads, d.win, d.wout, d.hin, d.hout, d.din, d.dout);
   }
   cuda::block_minmax(flo, fhi);  // includes __syncthreads: map and taps are visible to the block
   const LinearTap<acc_t>* tx = taps;
@@ -229,11 +221,9 @@ std::optional<at::Tensor> cam_step_cuda_v2(const at::Tensor& weights, const at::
   std::optional<at::Tensor> result;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, activations.scalar_type(), "pycam_fast::cam_step_v2", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const int64_t in3[3] = {g.in.d, g.in.h, g.in.w};
-    const int64_t out3[3] = {g.out.d, g.out.h, g.out.w};
     const cuda_v2::CamStepPlan plan =
-        cuda_v2::plan_cam_step(g.n, g.c, in3, out3, candidate_count<acc_t>(g.in, g.out), sizeof(acc_t),
-                               sizeof(LinearTap<acc_t>), sm_count);
+        cuda_v2::plan_cam_step(g.n, g.c, cuda::dhw(g.in).data(), cuda::dhw(g.out).data(),
+                               candidate_count<acc_t>(g.in, g.out), sizeof(acc_t), sizeof(LinearTap<acc_t>), sm_count);
     if (!plan.ok) return;
     const at::Tensor a = activations.contiguous();
     const at::Tensor w = weights.contiguous();

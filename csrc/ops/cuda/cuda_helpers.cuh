@@ -55,6 +55,32 @@ __device__ inline void block_minmax(T& lo, T& hi) {
   }
 }
 
+// Geometry of a masked_inputs call (v1 and v2 kernels).
+struct MaskDims {
+  int64_t fd, fh, fw;  // feature map
+  int64_t d, h, w;     // input / output spatial
+  int64_t c, cin;
+  bool shared_input;
+  bool channels_last;
+};
+
+// The linear taps of every output coordinate, W's then H's then D's (taps[i], i < out_w + out_h + out_d), for
+// threads first, first + step, ... of a block.
+template <typename acc_t>
+__device__ inline void fill_taps(math::LinearTap<acc_t>* taps, int64_t first, int64_t step, int64_t in_w,
+                                 int64_t out_w, int64_t in_h, int64_t out_h, int64_t in_d, int64_t out_d) {
+  const int64_t coords = out_w + out_h + out_d;
+  for (int64_t i = first; i < coords; i += step) {
+    if (i < out_w) {
+      taps[i] = math::linear_tap<acc_t>(i, in_w, out_w);
+    } else if (i < out_w + out_h) {
+      taps[i] = math::linear_tap<acc_t>(i - out_w, in_h, out_h);
+    } else {
+      taps[i] = math::linear_tap<acc_t>(i - out_w - out_h, in_d, out_d);
+    }
+  }
+}
+
 // Blocks for a grid-stride loop over `total` items: enough to fill the GPU (a few waves), capped for the 2^31-1
 // grid limit.
 inline unsigned int grid_for(int64_t total, int threads = kBlock) {

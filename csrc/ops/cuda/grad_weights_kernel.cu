@@ -5,10 +5,10 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
-#include <torch/library.h>
 
 #include "../op_utils.h"
 #include "cuda_helpers.cuh"
+#include "ops_cuda.h"
 #include "ops_v2.h"
 
 namespace pycam_fast {
@@ -30,8 +30,10 @@ __global__ void weights_kernel(const scalar_t* __restrict__ g, const scalar_t* _
   }
 }
 
-template <WeightKind kind>
-at::Tensor weights_cuda(const at::Tensor& grads, const at::Tensor* activations, double eps, const char* op) {
+}  // namespace
+
+at::Tensor weights_cuda(WeightKind kind, const at::Tensor& grads, const at::Tensor* activations, double eps,
+                        const char* op) {
   if (v2_selected()) {  // PYCAM_FAST_CUDA_KERNELS=v2: grad_weights_v2.cu unless out of envelope
     if (auto r = weights_cuda_v2(static_cast<int>(kind), grads, activations, eps, op)) return *std::move(r);
   }
@@ -48,37 +50,14 @@ at::Tensor weights_cuda(const at::Tensor& grads, const at::Tensor* activations, 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "pycam_fast::weights_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const int64_t threads = rows * cuda::kWarp;  // one warp per row
-    weights_kernel<kind, scalar_t, acc_t><<<cuda::grid_for(threads), cuda::kBlock, 0, stream>>>(
-        g.const_data_ptr<scalar_t>(), a.defined() ? a.const_data_ptr<scalar_t>() : nullptr,
-        out.mutable_data_ptr<scalar_t>(), rows, s, static_cast<acc_t>(eps));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    math::with_weight_kind(kind, [&](auto tag) {
+      weights_kernel<decltype(tag)::value, scalar_t, acc_t><<<cuda::grid_for(threads), cuda::kBlock, 0, stream>>>(
+          g.const_data_ptr<scalar_t>(), a.defined() ? a.const_data_ptr<scalar_t>() : nullptr,
+          out.mutable_data_ptr<scalar_t>(), rows, s, static_cast<acc_t>(eps));
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
   });
   return out;
-}
-
-at::Tensor gradcam_weights_cuda(const at::Tensor& grads) {
-  return weights_cuda<WeightKind::GradCAM>(grads, nullptr, 0.0, "gradcam_weights");
-}
-
-at::Tensor xgradcam_weights_cuda(const at::Tensor& grads, const at::Tensor& activations, double eps) {
-  return weights_cuda<WeightKind::XGradCAM>(grads, &activations, eps, "xgradcam_weights");
-}
-
-at::Tensor gradcampp_weights_cuda(const at::Tensor& grads, const at::Tensor& activations, double eps) {
-  return weights_cuda<WeightKind::GradCAMpp>(grads, &activations, eps, "gradcampp_weights");
-}
-
-at::Tensor gradcampp_weights_torchcam_cuda(const at::Tensor& grads) {
-  return weights_cuda<WeightKind::GradCAMppTorchCAM>(grads, nullptr, 0.0, "gradcampp_weights_torchcam");
-}
-
-}  // namespace
-
-TORCH_LIBRARY_IMPL(pycam_fast, CUDA, m) {
-  m.impl("gradcam_weights", &gradcam_weights_cuda);
-  m.impl("xgradcam_weights", &xgradcam_weights_cuda);
-  m.impl("gradcampp_weights", &gradcampp_weights_cuda);
-  m.impl("gradcampp_weights_torchcam", &gradcampp_weights_torchcam_cuda);
 }
 
 }  // namespace pycam_fast

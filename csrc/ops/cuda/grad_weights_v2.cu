@@ -99,22 +99,11 @@ std::optional<at::Tensor> weights_cuda_v2(int kind, const at::Tensor& grads, con
     const at::Tensor a = needs_acts ? activations->contiguous() : at::Tensor();
     at::Tensor out =
         at::empty({grads.size(0), grads.size(1)}, grads.options().memory_format(c10::MemoryFormat::Contiguous));
-    switch (static_cast<WeightKind>(kind)) {
-      case WeightKind::GradCAM:
-        launch_weights_v2<WeightKind::GradCAM, scalar_t>(g, a, out, rows, s, plan, eps);
-        break;
-      case WeightKind::XGradCAM:
-        launch_weights_v2<WeightKind::XGradCAM, scalar_t>(g, a, out, rows, s, plan, eps);
-        break;
-      case WeightKind::GradCAMpp:
-        launch_weights_v2<WeightKind::GradCAMpp, scalar_t>(g, a, out, rows, s, plan, eps);
-        break;
-      case WeightKind::GradCAMppTorchCAM:
-        launch_weights_v2<WeightKind::GradCAMppTorchCAM, scalar_t>(g, a, out, rows, s, plan, eps);
-        break;
-      default:
-        TORCH_CHECK(false, "pycam_fast::weights_cuda_v2: unknown weight kind ", std::to_string(kind));
-    }
+    TORCH_CHECK(kind >= static_cast<int>(WeightKind::GradCAM) && kind <= static_cast<int>(WeightKind::GradCAMppTorchCAM),
+                "pycam_fast::weights_cuda_v2: unknown weight kind ", std::to_string(kind));
+    math::with_weight_kind(static_cast<WeightKind>(kind), [&](auto tag) {
+      launch_weights_v2<decltype(tag)::value, scalar_t>(g, a, out, rows, s, plan, eps);
+    });
     result = out;
   });
   return result;

@@ -6,12 +6,12 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
-#include <torch/library.h>
 
 #include <limits>
 
 #include "../op_utils.h"
 #include "cuda_helpers.cuh"
+#include "ops_cuda.h"
 #include "ops_v2.h"
 
 namespace pycam_fast {
@@ -40,13 +40,7 @@ __global__ void channel_stats_kernel(const scalar_t* __restrict__ a, acc_t* __re
   }
 }
 
-struct MaskDims {
-  int64_t fd, fh, fw;  // feature map
-  int64_t d, h, w;     // input / output spatial
-  int64_t c, cin;
-  bool shared_input;
-  bool channels_last;
-};
+using cuda::MaskDims;
 
 template <typename scalar_t, typename out_t, typename acc_t>
 __global__ void masked_inputs_kernel(const scalar_t* __restrict__ a, const scalar_t* __restrict__ inputs,
@@ -85,6 +79,8 @@ __global__ void masked_inputs_kernel(const scalar_t* __restrict__ a, const scala
   }
 }
 
+}  // namespace
+
 at::Tensor masked_inputs_cuda(const at::Tensor& activations, const at::Tensor& inputs, int64_t start, int64_t stop,
                               const std::optional<at::Tensor>& noise, double scale,
                               std::optional<at::ScalarType> out_dtype, bool channels_last, double eps) {
@@ -122,12 +118,6 @@ at::Tensor masked_inputs_cuda(const at::Tensor& activations, const at::Tensor& i
     });
   });
   return out;
-}
-
-}  // namespace
-
-TORCH_LIBRARY_IMPL(pycam_fast, CUDA, m) {
-  m.impl("masked_inputs", &masked_inputs_cuda);
 }
 
 }  // namespace pycam_fast

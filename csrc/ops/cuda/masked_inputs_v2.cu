@@ -23,19 +23,13 @@ using cuda_v2::FastDiv;
 using cuda_v2::kThreads;
 using math::LinearTap;
 
-struct MaskDimsV2 {
-  int64_t fd, fh, fw;  // feature map
-  int64_t d, h, w;     // input / output spatial
-  int64_t c, cin;
-  bool shared_input;
-  bool channels_last;
-};
+using cuda::MaskDims;
 
 template <typename scalar_t, typename out_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
     masked_inputs_v2_kernel(const scalar_t* __restrict__ a, const scalar_t* __restrict__ inputs,
                             const scalar_t* __restrict__ noise, out_t* __restrict__ out, int64_t start,
-                            MaskDimsV2 md, int64_t tiles, int tile_elems, FastDiv div_w, FastDiv div_hw, acc_t scale,
+                            MaskDims md, int64_t tiles, int tile_elems, FastDiv div_w, FastDiv div_hw, acc_t scale,
                             acc_t eps) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int64_t tile = blockIdx.x % tiles;
@@ -45,7 +39,6 @@ __global__ void __launch_bounds__(kThreads)
   const int t = threadIdx.x;
   const int64_t s_f = md.fd * md.fh * md.fw;
   const int64_t s_in = md.d * md.h * md.w;
-  const int64_t coords = md.d + md.h + md.w;
   acc_t* map = reinterpret_cast<acc_t*>(smem_raw);
   LinearTap<acc_t>* taps = reinterpret_cast<LinearTap<acc_t>*>(smem_raw + (s_f * sizeof(acc_t) + 15) / 16 * 16);
 
@@ -58,15 +51,7 @@ __global__ void __launch_bounds__(kThreads)
     lo = math::min2(lo, v);
     hi = math::max2(hi, v);
   }
-  for (int64_t i = t; i < coords; i += kThreads) {
-    if (i < md.w) {
-      taps[i] = math::linear_tap<acc_t>(i, md.fw, md.w);
-    } else if (i < md.w + md.h) {
-      taps[i] = math::linear_tap<acc_t>(i - md.w, md.fh, md.h);
-    } else {
-      taps[i] = math::linear_tap<acc_t>(i - md.w - md.h, md.fd, md.d);
-    }
-  }
+  cuda::fill_taps(taps, t, kThreads, md.fw, md.w, md.fh, md.h, md.fd, md.d);
   cuda::block_minmax(lo, hi);  // includes __syncthreads: map and taps are visible
   const acc_t denom = math::minmax_denom(lo, hi, eps);
   for (int64_t s = t; s < s_f; s += kThreads) map[s] = math::minmax_apply(map[s], lo, denom);
@@ -113,16 +98,15 @@ std::optional<at::Tensor> masked_inputs_cuda_v2(const at::Tensor& activations, c
   std::optional<at::Tensor> result;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, activations.scalar_type(), "pycam_fast::masked_v2", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const int64_t feat3[3] = {g.feat.d, g.feat.h, g.feat.w};
-    const int64_t in3[3] = {g.in.d, g.in.h, g.in.w};
-    const cuda_v2::MaskedPlan plan =
-        cuda_v2::plan_masked_inputs(g.pairs, feat3, in3, sizeof(acc_t), sizeof(LinearTap<acc_t>));
+    const cuda_v2::MaskedPlan plan = cuda_v2::plan_masked_inputs(g.pairs, cuda::dhw(g.feat).data(),
+                                                                 cuda::dhw(g.in).data(), sizeof(acc_t),
+                                                                 sizeof(LinearTap<acc_t>));
     if (!plan.ok) return;
     const at::Tensor a = activations.contiguous();
     const at::Tensor in = inputs.contiguous();
     const at::Tensor nz = noise.has_value() ? noise->contiguous() : at::Tensor();
     at::Tensor out = at::empty(g.out_sizes, inputs.options().dtype(g.out_dtype).memory_format(g.format));
-    const MaskDimsV2 md{g.feat.d, g.feat.h, g.feat.w, g.in.d, g.in.h, g.in.w, g.c, g.cin, g.shared_input,
+    const MaskDims md{g.feat.d, g.feat.h, g.feat.w, g.in.d, g.in.h, g.in.w, g.c, g.cin, g.shared_input,
                         g.format != c10::MemoryFormat::Contiguous};
     const FastDiv div_w = cuda_v2::make_fastdiv(static_cast<uint32_t>(g.in.w));
     const FastDiv div_hw = cuda_v2::make_fastdiv(static_cast<uint32_t>(g.in.h * g.in.w));

@@ -10,9 +10,12 @@
 #include <c10/util/Exception.h>
 #include <c10/util/OptionalArrayRef.h>
 
+#include <array>
+#include <cstdint>
 #include <optional>
 #include <string>
 
+#include "../op_utils.h"
 #include "v2_plan.h"
 
 namespace pycam_fast {
@@ -26,6 +29,9 @@ inline bool v2_selected() {
 }
 
 namespace cuda {
+// (d, h, w) of a spatial shape, as the launch plans (v2_plan.h) take it.
+inline std::array<int64_t, 3> dhw(const Spatial3& s) { return {s.d, s.h, s.w}; }
+
 // Multiprocessors of the current device (sizes the v2 grids; cudaDeviceGetAttribute is a cheap cached query).
 inline int sm_count_v2() {
   int count = 0;

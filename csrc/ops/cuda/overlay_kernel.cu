@@ -7,10 +7,10 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
-#include <torch/library.h>
 
 #include "../op_utils.h"
 #include "cuda_helpers.cuh"
+#include "ops_cuda.h"
 
 namespace pycam_fast {
 
@@ -43,6 +43,8 @@ __global__ void overlay_kernel(const scalar_t* __restrict__ images, ImageStrides
   }
 }
 
+}  // namespace
+
 at::Tensor overlay_cuda(const at::Tensor& images, const at::Tensor& cams, const at::Tensor& table) {
   check_device(images, c10::DeviceType::CUDA, "images");
   const OverlayGeometry g = overlay_geometry(images, cams, table);
@@ -64,12 +66,6 @@ at::Tensor overlay_cuda(const at::Tensor& images, const at::Tensor& cams, const 
                                     C10_CUDA_KERNEL_LAUNCH_CHECK();
                                   });
   return out;
-}
-
-}  // namespace
-
-TORCH_LIBRARY_IMPL(pycam_fast, CUDA, m) {
-  m.impl("overlay", &overlay_cuda);
 }
 
 }  // namespace pycam_fast

@@ -87,8 +87,15 @@ constexpr int kThreads = 256;
 constexpr size_t kMaxSmem = 48 * 1024;  // dynamic shared memory without the opt-in attribute
 constexpr int64_t kMaxIndex = (int64_t(1) << 31) - 1;
 
-struct CamStepPlan {
+// What every launch plan says: whether the shape is inside the kernel's envelope, and the dynamic shared memory of a
+// block.
+struct Plan {
   bool ok = false;
+  size_t smem_bytes = 0;
+};
+
+// smem_bytes: kernel 2's
+struct CamStepPlan : Plan {
   // kernel 1 (channel partial sums), one block per (split, n): `lanes` channel rows of `span` positions per sweep
   int64_t splits = 1;
   int64_t c_per_split = 0;
@@ -98,7 +105,6 @@ struct CamStepPlan {
   int64_t tiles = 1;
   int tile_elems = 0;
   bool resize = false;
-  size_t smem_bytes = 0;  // kernel 2 dynamic shared memory
 };
 
 constexpr int kCamPerThread = 8;           // output values per thread of kernel 2 (tile = 2048 values)
@@ -141,11 +147,9 @@ inline CamStepPlan plan_cam_step(int64_t n, int64_t c, const int64_t in[3], cons
   return p;
 }
 
-struct MaskedPlan {
-  bool ok = false;
+struct MaskedPlan : Plan {
   int64_t tiles = 1;
   int tile_elems = 0;
-  size_t smem_bytes = 0;
 };
 
 // output pixels per thread (x Cin stores each): 2048-pixel tiles amortise the per-block prologue
@@ -167,11 +171,9 @@ inline MaskedPlan plan_masked_inputs(int64_t pairs, const int64_t feat[3], const
   return p;
 }
 
-struct WeightsPlan {
-  bool ok = false;
+struct WeightsPlan : Plan {
   int64_t rows_per_block = 1;
   int64_t blocks = 0;
-  size_t smem_bytes = 0;
 };
 
 constexpr size_t kWeightsStageBytes = 16 * 1024;  // staged bytes per block (all tensors) when rows are short
