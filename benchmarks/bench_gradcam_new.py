@@ -54,6 +54,7 @@ def main() -> None:
     model = _model()
     x = torch.randn(16, 3, 64, 64)
     layers = [model.layer4[-1]]
+    two_layers = [model.layer3[-1], model.layer4[-1]]
     subclass = {
         lib: type("MeanGrad", (lib.base_cam.BaseCAM,), {"get_cam_weights": _mean_grad_weights})
         for lib in (theirs, ours)
@@ -66,6 +67,9 @@ def main() -> None:
         ("SegEigenCAM", lambda lib: lib.SegEigenCAM(model, layers), None),
         ("RandomCAM", lambda lib: lib.RandomCAM(model, layers), None),
         ("GradCAM, eigen_smooth=True", lambda lib: lib.GradCAM(model, layers), "eigen"),
+        ("EigenGradCAM", lambda lib: lib.EigenGradCAM(model, layers), None),
+        ("FinerCAM (GradCAM base)", lambda lib: lib.FinerCAM(model, layers), None),
+        ("RefineCAM (GradCAM++ base, layer3 + layer4)", lambda lib: lib.RefineCAM(model, two_layers), None),
     ]
     rows = []
     for name, make, kind in cases:
@@ -83,9 +87,12 @@ def main() -> None:
     if not args.only or any("Guided" in o for o in args.only):
         theirs_gb = theirs.GuidedBackpropReLUModel(copy.deepcopy(model))  # grad-cam's rewrites the model's ReLUs
         ours_gb = ours.GuidedBackpropReLUModel(model)
-        x1 = x[:1]
         rows.append(
-            ("GuidedBackpropReLUModel (batch 1)", fastest(lambda: theirs_gb(x1), 3), fastest(lambda: ours_gb(x1), 3))
+            (
+                "GuidedBackpropReLUModel (category 1)",
+                fastest(lambda: theirs_gb(x, 1), 3),
+                fastest(lambda: ours_gb(x, 1), 3),
+            )
         )
     lines = [
         "# pytorch-grad-cam drop-in, newer classes vs grad-cam 1.5.7 (CPU)",

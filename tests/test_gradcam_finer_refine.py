@@ -152,4 +152,8 @@ def test_refinecam_parity_resnet18(batch):
     want = theirs(x)
     for base_cam in theirs.base_cam_per_layer:
         base_cam.activations_and_grads.release()
-    _check(ours.RefineCAM(model, layers)(x), want)
+    cam = ours.RefineCAM(model, layers)
+    _check(cam(x), want)
+    # one forward of the optimised copy gives the three layers' maps; the per-layer CAMs do not run
+    assert cam._joint.last_model == "copy"
+    assert all(c.last_path is None for c in cam.base_cam_per_layer)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import SmallCNN
+from conftest import SmallCNN, conv_bn
 from torch import nn
 
 pgc = pytest.importorskip("pytorch_grad_cam")
@@ -49,11 +49,9 @@ class BNNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 6, 3, padding=1),
-            nn.BatchNorm2d(6),
+            *conv_bn(3, 6),
             nn.ReLU(),
-            nn.Conv2d(6, 8, 3, stride=2, padding=1),
-            nn.BatchNorm2d(8),
+            *conv_bn(6, 8, 2),
             nn.ReLU(inplace=True),
             nn.Conv2d(8, 10, 3, padding=1, bias=False),
             nn.Tanh(),
@@ -91,9 +89,17 @@ def _weights_mean(self, input_tensor, target_layer, targets, activations, grads)
     return np.mean(grads, axis=(2, 3)) * np.sign(activations.mean(axis=(2, 3)) + 0.5)
 
 
-def _pair(body: dict):
-    """The same subclass body on grad-cam's BaseCAM and ours."""
-    return type("Theirs", (pgc.base_cam.BaseCAM,), dict(body)), type("Mine", (ours.BaseCAM,), dict(body))
+def _pair(body: dict, **init_kwargs):
+    """The same subclass body on grad-cam's BaseCAM and ours; ``init_kwargs``: a constructor ``(model,
+    target_layers)`` passing them to the base class."""
+
+    def subclass(name, base):
+        def init(self, model, target_layers):
+            base.__init__(self, model, target_layers, **init_kwargs)
+
+        return type(name, (base,), {**body, "__init__": init} if init_kwargs else dict(body))
+
+    return subclass("Theirs", pgc.base_cam.BaseCAM), subclass("Mine", ours.BaseCAM)
 
 
 @pytest.mark.parametrize("model_name", ["cnn", "resnet18"])
@@ -112,6 +118,40 @@ def test_get_cam_weights_subclass(model_name, batch, eigen_smooth):
         assert cam_m.last_path == "generic"
     _parity(want, got)
     assert _hook_count(model) == hooks_before  # released on exit
+
+
+def test_get_cam_weights_subclass_records_tail_only_on_the_copy():
+    """A plain subclass gets its activations and gradients from one tail-only forward of the optimised copy."""
+    model, layers = MODELS["resnet18"]
+    theirs_cls, mine_cls = _pair({"get_cam_weights": _weights_mean})
+    torch.manual_seed(5)
+    x = torch.randn(2, 3, 33, 29)
+    hooks_before = _hook_count(model)
+    cam = mine_cls(model, layers)
+    got = cam(x, None)
+    assert (cam.last_path, cam.last_model, cam.fallback_reason) == ("generic", "copy", None)
+    _parity(theirs_cls(model, layers)(x, None), got)
+    cam.release()
+    assert _hook_count(model) == hooks_before
+
+
+@pytest.mark.parametrize("method", ["GradCAM", "LayerCAM", "EigenCAM", "subclass"])
+def test_target_output_modified_in_place_gives_grad_cams_numbers(method):
+    """grad-cam's hooks hold the output tensor itself, so a following ReLU(inplace=True) changes what they record:
+    the tail-only forward notices the modification and the call is redone (and the next ones run) with hooks."""
+    model, _ = MODELS["cnn"]
+    layers = [model.features[2]]  # followed by ReLU(inplace=True)
+    if method == "subclass":
+        theirs_cls, mine_cls = _pair({"get_cam_weights": _weights_mean})
+    else:
+        theirs_cls, mine_cls = getattr(pgc, method), getattr(ours, method)
+    torch.manual_seed(6)
+    for batch in (1, 3):
+        x = torch.randn(batch, 3, 21, 17)
+        cam = mine_cls(model, layers)
+        got = cam(x, None)
+        assert "in place" in cam._tail_only_unavailable()
+        _parity(_quiet(lambda x=x: theirs_cls(model, layers)(x, None)), got)
 
 
 def test_get_cam_weights_subclass_aug_smooth():
@@ -172,19 +212,8 @@ def test_compute_cam_per_layer_override_and_gradient_free_subclass():
         assert grads is None
         return activations.mean(axis=(2, 3))
 
-    class Theirs(pgc.base_cam.BaseCAM):
-        def __init__(self, model, target_layers):
-            super().__init__(model, target_layers, uses_gradients=False)
-
-        get_cam_weights = no_grads
-
-    class Mine(ours.BaseCAM):
-        def __init__(self, model, target_layers):
-            super().__init__(model, target_layers, uses_gradients=False)
-
-        get_cam_weights = no_grads
-
-    _parity(Theirs(model, layers)(x, None), Mine(model, layers)(x, None))
+    theirs_cls, mine_cls = _pair({"get_cam_weights": no_grads}, uses_gradients=False)
+    _parity(theirs_cls(model, layers)(x, None), mine_cls(model, layers)(x, None))
 
 
 def test_tta_transforms_compute_input_gradient_and_detach():
@@ -203,21 +232,10 @@ def test_tta_transforms_compute_input_gradient_and_detach():
         seen[type(self).__name__] = input_tensor.grad.detach().clone()
         return grads.mean(axis=(2, 3))
 
-    class Theirs(pgc.base_cam.BaseCAM):
-        def __init__(self, model, target_layers):
-            super().__init__(model, target_layers, compute_input_gradient=True)
-
-        get_cam_weights = input_weights
-
-    class Mine(ours.BaseCAM):
-        def __init__(self, model, target_layers):
-            super().__init__(model, target_layers, compute_input_gradient=True)
-
-        get_cam_weights = input_weights
-
-    want = Theirs(model, layers)(x, None)
+    theirs_cls, mine_cls = _pair({"get_cam_weights": input_weights}, compute_input_gradient=True)
+    want = theirs_cls(model, layers)(x, None)
     model.zero_grad(set_to_none=True)
-    _parity(want, Mine(model, layers)(x, None))
+    _parity(want, mine_cls(model, layers)(x, None))
     torch.testing.assert_close(seen["Mine"], seen["Theirs"], atol=1e-6, rtol=1e-5)
     assert all(p.grad is None for p in model.parameters())  # parameter .grad untouched by ours
     model.zero_grad(set_to_none=True)
@@ -226,19 +244,8 @@ def test_tta_transforms_compute_input_gradient_and_detach():
         assert isinstance(grads, torch.Tensor) and grads.requires_grad  # detach=False keeps the graph
         return grads.mean(dim=(2, 3)).detach().cpu().numpy()
 
-    class TheirsGraph(pgc.base_cam.BaseCAM):
-        def __init__(self, model, target_layers):
-            super().__init__(model, target_layers, compute_input_gradient=True, detach=False)
-
-        get_cam_weights = graph_weights
-
-    class MineGraph(ours.BaseCAM):
-        def __init__(self, model, target_layers):
-            super().__init__(model, target_layers, compute_input_gradient=True, detach=False)
-
-        get_cam_weights = graph_weights
-
-    _parity(TheirsGraph(model, layers)(x, None), MineGraph(model, layers)(x, None))
+    theirs_graph, mine_graph = _pair({"get_cam_weights": graph_weights}, compute_input_gradient=True, detach=False)
+    _parity(theirs_graph(model, layers)(x, None), mine_graph(model, layers)(x, None))
     model.zero_grad(set_to_none=True)
 
 
@@ -389,6 +396,26 @@ def test_guided_backprop_parity(model_name):
         mine(x.numpy())
 
 
+@pytest.mark.parametrize("model_name", ["bn", "resnet18"])
+def test_guided_backprop_batch_parity(model_name):
+    """Batch > 1: only the first image is explained (its gradient alone is computed); the default category is the
+    arg-max of the whole batch's output, which must lie in the first image."""
+    model, _ = MODELS[model_name]
+    torch.manual_seed(15)
+    x = torch.randn(5, 3, 27, 31)
+    with torch.no_grad():
+        top = model(x).max(dim=1).values
+    x = x[top.argsort(descending=True)]  # the batch's highest score in the first image
+    mine = ours.GuidedBackpropReLUModel(model)
+    for category in (None, 1):
+        want = pgc.GuidedBackpropReLUModel(copy.deepcopy(model))(x.clone(), category)
+        got = mine(x, category)
+        np.testing.assert_allclose(got, want, atol=TOL * np.abs(want).max(), rtol=0)
+    with pytest.raises(ValueError, match="target_category"):
+        mine(x.flip(0))  # the highest score is now in the last image: grad-cam fails with an IndexError
+    np.testing.assert_allclose(mine(x.flip(0), 1), mine(x[-1:], 1), atol=1e-6, rtol=0)
+
+
 # -- RandomCAM, KPCA_CAM, ShapleyCAM, SegEigenCAM --------------------------------------------------------------------
 @pytest.mark.parametrize("model_name", ["cnn", "bn"])
 @pytest.mark.parametrize("batch", [1, 3])
@@ -417,6 +444,22 @@ def test_random_kpca_shapley_segeigen_parity(model_name, batch):
             )
             assert got.max() > 0.99, (name, kwargs, target, eigen)
             _parity(want, got, tol=1e-4 if name == "KPCA_CAM" else TOL)
+    model.zero_grad(set_to_none=True)
+
+
+@pytest.mark.parametrize("target", [None, "ClassifierOutputReST"])
+def test_shapleycam_tail_only_on_the_copy(target):
+    """ShapleyCAM's g and H A come from a tail-only forward of the optimised copy (create_graph through the tail),
+    also where the head is linear and frozen (H A = 0)."""
+    model, layers = MODELS["resnet18"]
+    torch.manual_seed(14)
+    x = torch.randn(3, 3, 45, 39)
+    theirs = target and [getattr(pgc_targets, target)(c) for c in (0, 3, 5)]
+    mine_targets = target and [getattr(our_targets, target)(c) for c in (0, 3, 5)]
+    cam = ours.ShapleyCAM(model, layers)
+    got = cam(x, mine_targets)
+    assert (cam.last_path, cam.last_model) == ("generic", "copy")
+    _parity(_quiet(lambda: pgc.ShapleyCAM(model, layers)(x, theirs)), got)
     model.zero_grad(set_to_none=True)
 
 

@@ -55,6 +55,8 @@ class ForwardResult:
         class_idx: the explained class of each sample for class-based calls (``None`` with ``targets``).
         path: :data:`CLOSED_FORM`, :data:`TAIL_AUTOGRAD` or :data:`NO_GRAD`.
         on_copy: whether the optimised copy ran (else the user's model).
+        modified_in_place: whether a target layer's output was modified in place after the layer (see
+            :class:`~.tail_forward.TailForward`).
 
     """
 
@@ -64,6 +66,7 @@ class ForwardResult:
     class_idx: list[int] | None
     path: str
     on_copy: bool
+    modified_in_place: bool = False
 
 
 @dataclass
@@ -165,6 +168,7 @@ class ExplainedForward:
         targets: list[OutputTarget] | None = None,
         gradients: bool,
         on_copy: bool,
+        keep_graph: bool = False,
     ) -> ForwardResult:
         """Forward ``inputs`` tail-only; with ``gradients``, the explained scores' gradients too.
 
@@ -177,6 +181,8 @@ class ExplainedForward:
             targets: instead of classes, one callable per sample mapping its output to a scalar.
             gradients: compute the gradients (gradient methods).
             on_copy: run the optimised copy rather than the user's model.
+            keep_graph: return the activations as the tail's graph sees them and gradients connected to them
+                (``create_graph``), for second-order methods; no closed form, no widening or copies.
 
         Returns:
             the outputs, the contiguous activations and gradients of every target layer, and the path taken.
@@ -187,7 +193,7 @@ class ExplainedForward:
 
         """
         net = self._network(on_copy)
-        closed = gradients and self.closed_form(on_copy, targets)
+        closed = gradients and not keep_graph and self.closed_form(on_copy, targets)
         inputs = inputs.detach()
         if on_copy:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
@@ -199,17 +205,25 @@ class ExplainedForward:
             check_class_range(class_idx, outputs.shape[1])
         acts = [self._widened(act).contiguous() for act in fwd.activations]
         if not gradients:
-            return ForwardResult(_detached(outputs), acts, None, class_idx, NO_GRAD, on_copy)
+            return ForwardResult(_detached(outputs), acts, None, class_idx, NO_GRAD, on_copy, fwd.modified_in_place)
         if closed:
             index = torch.as_tensor(class_idx)
             grads = [
                 linear_head_grads(head, index, act).contiguous() for head, act in zip(net.heads, acts, strict=True)
             ]  # type: ignore[arg-type]
-            return ForwardResult(_detached(outputs), acts, grads, class_idx, CLOSED_FORM, on_copy)
+            return ForwardResult(
+                _detached(outputs), acts, grads, class_idx, CLOSED_FORM, on_copy, fwd.modified_in_place
+            )
         with torch.enable_grad():  # the score selection joins the tail's graph even under a caller's no_grad()
             scores = select_scores(outputs, class_idx, targets)
+        if keep_graph:
+            graph_acts = fwd.graph_activations
+            grads = fwd.all_grads(scores, create_graph=True)
+            return ForwardResult(
+                _detached(outputs), graph_acts, grads, class_idx, TAIL_AUTOGRAD, on_copy, fwd.modified_in_place
+            )
         grads = [self._widened(grad).contiguous() for grad in fwd.all_grads(scores)]
-        return ForwardResult(_detached(outputs), acts, grads, class_idx, TAIL_AUTOGRAD, on_copy)
+        return ForwardResult(_detached(outputs), acts, grads, class_idx, TAIL_AUTOGRAD, on_copy, fwd.modified_in_place)
 
     def _widened(self, value: Any) -> Any:
         """fp16/bf16 results of an autocast forward in fp32 (the CAM math runs in fp32); anything else as is."""

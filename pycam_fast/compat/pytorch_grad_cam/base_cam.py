@@ -72,6 +72,11 @@ _PACKAGE = __name__.rpartition(".")[0]
 #: pytorch-grad-cam's extension points: a subclass defining one of them outside this package runs the generic path
 _EXTENSION_POINTS = ("get_cam_weights", "get_cam_image", "compute_cam_per_layer", "aggregate_multi_layers")
 
+_IN_PLACE_REASON = (
+    "a target layer's output is modified in place after the layer (e.g. by ReLU(inplace=True)), which "
+    "pytorch-grad-cam's hooks record"
+)
+
 #: ``cam.last_path`` of a call that ran the full forward with the extractor's hooks
 EXACT = "exact"
 
@@ -184,11 +189,8 @@ class BaseCAM:
         self.last_model: str | None = None
         #: why the last forward did not run on the optimised copy (``None`` when it did)
         self.fallback_reason: str | None = None
-        self._fast_forward = (
-            ExplainedForward(model, self._extractor.target_names)
-            if self.supports_fast_path and self._extractor is not None
-            else None
-        )
+        names = self._extractor.target_names if self._extractor is not None else _layer_names(model, self.target_layers)
+        self._fast_forward = ExplainedForward(model, names) if self.supports_fast_path and names else None
 
     # -- call ------------------------------------------------------------------------------------------------------
     def __call__(
@@ -227,10 +229,41 @@ class BaseCAM:
         """One forward and the aggregated maps ``(N, H, W)`` on the device (no host copy)."""
         if self._uses_generic_path(eigen_smooth):
             return self._generic_forward(x, targets, eigen_smooth)
+        maps = self._feature_maps(x, targets, eigen_smooth)
+        with torch.no_grad():
+            return self._resize_and_aggregate(maps, tuple(x.shape[2:]))
+
+    def _per_layer_maps(self, input_tensor: Tensor, targets: Sequence[OutputTarget] | None) -> list[np.ndarray] | None:
+        """Each target layer's ``(N, H, W)`` maps as a CAM of that layer alone gives them, from ONE forward.
+
+        ``None`` where the call would take the generic pipeline (its aggregation is the user's business). Used by
+        :class:`~.refine_cam.RefineCAM`, whose per-layer CAMs then share one forward.
+        """
+        if self._uses_generic_path(False):
+            return None
+        x = self._check_input(input_tensor)
+        maps = self._feature_maps(x, self._check_targets(targets, x.shape[0]), False)
+        with torch.no_grad():
+            return [self._resize_and_aggregate([m], tuple(x.shape[2:])).float().cpu().numpy() for m in maps]
+
+    def _feature_maps(self, x: Tensor, targets: list[OutputTarget] | None, eigen_smooth: bool) -> list[Tensor]:
+        """Per-layer normalised maps ``(N, h_l, w_l)`` at feature resolution, from one forward."""
         exact_reason = self._tail_only_unavailable()
         copy_reason = exact_reason or self._copy_unavailable(x, eigen_smooth)
-        with model_eval(self.model), self._recording(hooks=exact_reason is not None):
-            if exact_reason is None:
+        grad_cam_records = exact_reason is not None and self._in_place_outputs
+        with (
+            model_eval(self.model),
+            self._recording(hooks=exact_reason is not None and not grad_cam_records),
+            self._hooks.recording(self.target_layers if grad_cam_records else []),
+        ):
+            if grad_cam_records:
+                self._record_with_hooks(x, targets)
+                gradient_kind = self._extractor.spec.kind == "gradient"
+                self._extractor.supply(list(self._hooks.activations), self._hooks.gradients if gradient_kind else None)
+                outputs = self.outputs
+                class_idx = argmax_classes(outputs) if targets is None else None
+                self.last_path, self.last_model = EXACT, "model"
+            elif exact_reason is None:
                 on_copy = copy_reason is None
                 # one logit per sample is a class-based call: its gradients may come in closed form
                 closed = self.uses_gradients and self._fast_forward.closed_form(on_copy, None)  # type: ignore[union-attr]
@@ -242,6 +275,8 @@ class BaseCAM:
                     gradients=self.uses_gradients,
                     on_copy=on_copy,
                 )
+                if self._refuse_in_place(fast.modified_in_place):
+                    return self._feature_maps(x, targets, eigen_smooth)
                 self._extractor.supply(fast.activations, fast.grads)
                 self.outputs = outputs = fast.outputs
                 class_idx, self.last_path = fast.class_idx, fast.path
@@ -252,9 +287,7 @@ class BaseCAM:
                 class_idx = argmax_classes(outputs) if targets is None else None
                 self.last_path, self.last_model = EXACT, "model"
             self.fallback_reason = copy_reason
-            maps = self._layer_maps(class_idx, outputs, targets, eigen_smooth)
-        with torch.no_grad():
-            return self._resize_and_aggregate(maps, tuple(x.shape[2:]))
+            return self._layer_maps(class_idx, outputs, targets, eigen_smooth)
 
     def _resize_and_aggregate(self, maps: list[Tensor], size: tuple[int, ...]) -> Tensor:
         """Per-layer ``(N, h_l, w_l)`` maps -> resized to ``size``, aggregated: ``(N, *size)``.
@@ -280,7 +313,21 @@ class BaseCAM:
             return f"{type(self).__name__} runs the user's model itself"
         if self.reshape_transform is not None:
             return "a reshape_transform is set"
+        if self._in_place_outputs:
+            return _IN_PLACE_REASON
         return self._fast_forward.unavailable()
+
+    #: set once a target layer's output was seen modified in place after the layer (the calls then use hooks)
+    _in_place_outputs: bool = False
+
+    def _refuse_in_place(self, modified: bool) -> bool:
+        """Whether a tail-only forward must be redone with hooks (remembered for the next calls).
+
+        pytorch-grad-cam's hooks record a target's output tensor itself, so an in-place op after the layer (e.g.
+        ``ReLU(inplace=True)``) changes what they hold; the tail-only forward keeps the layer's own output.
+        """
+        self._in_place_outputs = self._in_place_outputs or modified
+        return modified
 
     def _copy_unavailable(self, x: Tensor, eigen_smooth: bool) -> str | None:
         """Why a tail-only call runs the user's model rather than the optimised copy (``None``: the copy)."""
@@ -497,21 +544,16 @@ class BaseCAM:
     def _generic_forward(self, x: Tensor, targets: list[OutputTarget] | None, eigen_smooth: bool) -> Tensor:
         """pytorch-grad-cam's ``BaseCAM.forward`` with the extension points: ``(N, *size)`` maps on the device."""
         self.last_path, self.last_model, self.fallback_reason = GENERIC, "model", None
-        with model_eval(self.model), self._hooks.recording(self.target_layers):
+        tail_only = self._generic_records_unavailable() is None
+        with model_eval(self.model), self._hooks.recording([] if tail_only else self.target_layers):
             inp = x.detach().requires_grad_(True) if self.compute_input_gradient else x
-            grad_mode = torch.enable_grad() if self.uses_gradients else torch.no_grad()
-            with grad_mode:
-                if self.uses_gradients and not inp.requires_grad:
-                    # keep the hooked outputs differentiable even with frozen parameters
-                    inp = inp.detach().requires_grad_(True)
-                self._generic_input = inp
-                self.outputs = outputs = self._hooks(inp)
-                if targets is None:
-                    targets = [ClassifierOutputTarget(int(c)) for c in argmax_classes(outputs)]
-                if self.uses_gradients:
-                    loss = sum(target(output) for target, output in zip(targets, outputs, strict=False))
-                    self._backward(loss, inp if self.compute_input_gradient else None)  # type: ignore[arg-type]
-                self._generic_input = None
+            if tail_only:
+                recorded = self._record_tail_only(x, targets, eigen_smooth)
+                if recorded is None:
+                    return self._generic_forward(x, targets, eigen_smooth)
+                targets = recorded
+            else:
+                targets = self._record_with_hooks(inp, targets)
             with torch.enable_grad() if not self.detach else torch.no_grad():
                 if self._user_overrides("compute_cam_per_layer"):
                     maps: list[Any] = self.compute_cam_per_layer(inp, targets, eigen_smooth)
@@ -523,6 +565,65 @@ class BaseCAM:
                 else:
                     result = self._aggregate([_device_tensor(m, self.device) for m in maps])
         return result.detach()
+
+    def _record_with_hooks(self, inp: Tensor, targets: list[OutputTarget] | None) -> list[OutputTarget]:
+        """pytorch-grad-cam's recording: the user's model with hooks, one backward of the summed targets."""
+        with torch.enable_grad() if self.uses_gradients else torch.no_grad():
+            if self.uses_gradients and not inp.requires_grad:
+                # keep the hooked outputs differentiable even with frozen parameters
+                inp = inp.detach().requires_grad_(True)
+            self._generic_input = inp
+            self.outputs = outputs = self._hooks(inp)
+            if targets is None:
+                targets = [ClassifierOutputTarget(int(c)) for c in argmax_classes(outputs)]
+            if self.uses_gradients:
+                loss = sum(target(output) for target, output in zip(targets, outputs, strict=False))
+                self._backward(loss, inp if self.compute_input_gradient else None)  # type: ignore[arg-type]
+            self._generic_input = None
+        return targets
+
+    def _generic_records_unavailable(self) -> str | None:
+        """Why a generic call records with hooks on the user's model rather than tail-only (``None``: tail-only).
+
+        The extension points only read the target layers' activations and the gradients of the summed targets;
+        a tail-only forward (:mod:`pycam_fast.forward.explained`) gives the same values without recording the
+        layers before the first target (and on the optimised copy when allowed). Input gradients and kept graphs
+        (``compute_input_gradient``, ``detach=False``) need the full recording.
+        """
+        if self.compute_input_gradient:
+            return "compute_input_gradient needs the input's gradient"
+        if not self.detach:
+            return "detach=False keeps the recorded graph"
+        return self._tail_only_unavailable()
+
+    def _record_tail_only(
+        self, x: Tensor, targets: list[OutputTarget] | None, eigen_smooth: bool
+    ) -> list[OutputTarget] | None:
+        """Fill :attr:`activations_and_grads` from one tail-only forward; returns the targets (top classes if None).
+
+        ``None``: a target's output turned out to be modified in place; the caller records with hooks instead.
+        """
+        forward = self._fast_forward
+        assert forward is not None  # checked by _generic_records_unavailable
+        copy_reason = self._copy_unavailable(x, eigen_smooth)
+        classes = _class_targets(targets) if self.uses_gradients else None
+        fast = forward.run(
+            x,
+            class_idx=classes,
+            targets=None if classes is not None else targets,
+            gradients=self.uses_gradients,
+            on_copy=copy_reason is None,
+            keep_graph=not self.detach,
+        )
+        if self._refuse_in_place(fast.modified_in_place):
+            return None
+        self.outputs = fast.outputs
+        self._hooks.activations = list(fast.activations)
+        self._hooks.gradients = list(fast.grads or [])
+        self.last_model, self.fallback_reason = ("copy" if fast.on_copy else "model"), copy_reason
+        if targets is None:
+            targets = [ClassifierOutputTarget(int(c)) for c in argmax_classes(fast.outputs)]
+        return targets
 
     # -- checks and state ------------------------------------------------------------------------------------------
     def _check_input(self, input_tensor: Tensor) -> Tensor:
@@ -597,6 +698,15 @@ _CLASSIFIER_TARGET_MODULES = (
     "pycam_fast.compat.pytorch_grad_cam.utils.model_targets",
     "pytorch_grad_cam.utils.model_targets",
 )
+
+
+def _layer_names(model: nn.Module, layers: Sequence[nn.Module]) -> list[str] | None:
+    """The dotted names of ``layers`` in ``model`` (``None`` if one is not a distinct submodule of it)."""
+    names = {id(module): name for name, module in model.named_modules()}
+    found = [names.get(id(layer)) for layer in layers]
+    if any(name is None for name in found) or len(set(found)) != len(found):
+        return None
+    return found  # type: ignore[return-value]
 
 
 def _device_tensor(value: Any, device: torch.device | None) -> Tensor:

@@ -14,10 +14,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Self
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 
-from ...model_state import model_eval
 from ...targets import OutputTarget
 from .cams import GradCAM
 from .utils.model_targets import FinerWeightedTarget
@@ -52,6 +50,18 @@ def _finer_targets(
     reference = np.max(outputs, axis=-1) if target_idx is None else outputs[:, target_idx]
     order = np.argsort(np.abs(outputs - reference[:, None]), axis=-1)
     return [FinerWeightedTarget(int(row[0]), [int(row[p]) for p in positions], alpha) for row in order]
+
+
+class _FinerRule:
+    """A sample's automatic Finer-CAM target, chosen from the scores it is evaluated on: ``(K,) -> ()``."""
+
+    def __init__(self, alpha: float, comparison_categories: Sequence[int] | None, target_idx: int | None) -> None:
+        self.alpha, self.comparison_categories, self.target_idx = alpha, comparison_categories, target_idx
+
+    def __call__(self, model_output: Tensor) -> Tensor:
+        scores = model_output.detach().float().cpu().numpy()[None]
+        (target,) = _finer_targets(scores, self.alpha, self.comparison_categories, self.target_idx)
+        return target(model_output)
 
 
 class FinerCAM:
@@ -106,12 +116,10 @@ class FinerCAM:
 
         """
         if targets is None:
-            model = self.base_cam.model
-            param = next(iter(model.parameters()), None)
-            x = input_tensor if param is None else input_tensor.to(param.device)
-            with model_eval(model), torch.no_grad():
-                outputs = model(x).detach().cpu().numpy()
-            targets = _finer_targets(outputs, alpha, comparison_categories, target_idx)
+            # pytorch-grad-cam runs a forward to pick each sample's classes, then the base method's forward; each
+            # sample's target depends only on its own scores, so it is picked inside the base method's forward
+            rule = _FinerRule(alpha, comparison_categories, target_idx)
+            targets = [rule] * len(input_tensor)
         return self.base_cam(input_tensor, targets, eigen_smooth=eigen_smooth)
 
     def release(self) -> None:

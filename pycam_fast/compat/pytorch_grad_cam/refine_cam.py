@@ -15,6 +15,7 @@ import numpy as np
 from torch import Tensor, nn
 
 from ...targets import OutputTarget
+from .base_cam import BaseCAM
 from .cams import GradCAMPlusPlus
 from .utils.image import scale_cam_image
 
@@ -43,6 +44,9 @@ class RefineCAM:
         **kwargs: Any,
     ) -> None:
         self.base_cam_per_layer = [base_method(model, [layer], reshape_transform, **kwargs) for layer in target_layers]
+        # the same method on all the layers at once: one forward gives every layer's map (pytorch-grad-cam runs one
+        # forward and backward per layer)
+        self._joint = base_method(model, list(target_layers), reshape_transform, **kwargs) if target_layers else None
 
     def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray:
         """See :meth:`forward`."""
@@ -62,5 +66,8 @@ class RefineCAM:
             ``(N, H, W)`` float32 maps in [0, 1]: ``scale_cam_image(prod_l cam_l)``.
 
         """
-        cams = np.array([base_cam(input_tensor, targets, eigen_smooth) for base_cam in self.base_cam_per_layer])
-        return scale_cam_image(np.prod(cams, axis=0))
+        joint = None
+        if not eigen_smooth and isinstance(self._joint, BaseCAM):
+            joint = self._joint._per_layer_maps(input_tensor, targets)
+        cams = joint or [base_cam(input_tensor, targets, eigen_smooth) for base_cam in self.base_cam_per_layer]
+        return scale_cam_image(np.prod(np.array(cams), axis=0))

@@ -30,6 +30,11 @@ class ShapleyCAM(BaseCAM):
             model, target_layers, reshape_transform, compute_input_gradient=True, uses_gradients=True, detach=False
         )
 
+    def _generic_records_unavailable(self) -> str | None:
+        # the input gradient and the kept graph serve only g and H A, which the tail's graph gives: a tail-only
+        # forward with create_graph (the layers before the target run without recording)
+        return self._tail_only_unavailable()
+
     def _backward(self, loss: Tensor, leaf: Tensor | None) -> None:
         # pytorch-grad-cam differentiates w.r.t. the input only to build the graph of g (autograd.grad leaves
         # input.grad unset): the hooked outputs suffice, so only the model tail is back-propagated
@@ -38,7 +43,11 @@ class ShapleyCAM(BaseCAM):
     def _weights_and_activations(
         self, activations: Tensor, grads: Tensor, host_mean: bool = False
     ) -> tuple[Tensor, Tensor]:
-        (hvp,) = torch.autograd.grad(grads, activations, grad_outputs=activations, retain_graph=True, allow_unused=True)
+        hvp = None
+        if grads.requires_grad:  # else g does not depend on A (a linear head on a frozen copy): H A = 0
+            (hvp,) = torch.autograd.grad(
+                grads, activations, grad_outputs=activations, retain_graph=True, allow_unused=True
+            )
         if hvp is None:
             hvp = torch.zeros_like(activations)
         transform = self.reshape_transform
