@@ -15,10 +15,13 @@ from torch import Tensor
 
 __all__ = [
     "CliError",
+    "add_progress_option",
+    "add_seed_option",
     "check_method",
     "choices_text",
     "method_choices",
     "print_error",
+    "progress_wanted",
     "save_png",
     "versions",
     "write_json",
@@ -43,6 +46,28 @@ class CliError(Exception):
     """A setup or usage error: printed as one line on stderr, exit status 2."""
 
 
+def add_seed_option(parser: Any) -> None:
+    """``--seed``: of the ``torchvision:NAME`` random weights and of the noisy methods."""
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of torchvision:NAME random weights and noisy methods (default: 0)"
+    )
+
+
+def add_progress_option(parser: Any, bars: str) -> None:
+    """``--progress auto|on|off``; ``bars`` says what the progress bars show (help text)."""
+    parser.add_argument(
+        "--progress",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help=f"{bars}: auto = only on a terminal (default: %(default)s)",
+    )
+
+
+def progress_wanted(progress: str) -> bool:
+    """Whether ``--progress`` asks for bars here: ``on``, or ``auto`` with stderr on a terminal."""
+    return progress == "on" or (progress == "auto" and sys.stderr.isatty())
+
+
 def print_error(message: str) -> None:
     """Print ``pycam-fast: error: <message>`` on one line of stderr."""
     print(f"pycam-fast: error: {' '.join(message.split())}", file=sys.stderr)
@@ -59,31 +84,38 @@ def versions() -> dict[str, str | None]:
     return report
 
 
-def check_method(name: str) -> str:
+def check_method(name: str, hooked: bool = False) -> str:
     """Validate a method name against the registry (:func:`pycam_fast.methods.method_names`, case-insensitive).
+
+    Args:
+        name: the method's name, any case.
+        hooked: also accept the hook-based methods (:data:`pycam_fast.engine.hooked.HOOKED_METHODS`).
 
     Returns:
         the method's registered name (``"gradcampp"`` -> ``"GradCAMpp"``).
 
     Raises:
-        CliError: an unknown method, listing the registered ones.
+        CliError: an unknown method, listing the accepted ones.
 
     """
-    from ..methods import get_method, method_names
+    from ..engine.hooked import hooked_method
+    from ..methods import get_method
 
+    found = hooked_method(name) if hooked else None
+    if found is not None:
+        return found
     try:
         return get_method(name).name
     except ValueError:
-        raise CliError(
-            f"unknown method {name!r}; choose one of: {', '.join(method_names())} (case-insensitive)"
-        ) from None
+        raise CliError(f"unknown method {name!r}; choose one of: {method_choices(hooked)} (case-insensitive)") from None
 
 
-def method_choices() -> str:
-    """The registered methods, comma-separated (for ``--help``)."""
+def method_choices(hooked: bool = False) -> str:
+    """The registered methods (and with ``hooked`` the hook-based ones), comma-separated (for ``--help``)."""
+    from ..engine.hooked import HOOKED_METHODS
     from ..methods import method_names
 
-    return ", ".join(method_names())
+    return ", ".join([*method_names(), *(HOOKED_METHODS if hooked else ())])
 
 
 def choices_text(values: list[str], limit: int = 60) -> str:

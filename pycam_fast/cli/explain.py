@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,20 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from .common import CliError, check_method, choices_text, method_choices, print_error, save_png, versions, write_json
+from ..engine.hooked import HookedExplainer, hooked_method
+from .common import (
+    CliError,
+    add_progress_option,
+    add_seed_option,
+    check_method,
+    choices_text,
+    method_choices,
+    print_error,
+    progress_wanted,
+    save_png,
+    versions,
+    write_json,
+)
 
 __all__ = ["IMAGE_SUFFIXES", "LoadedModel", "add_parser", "collect_images", "load_model", "run"]
 
@@ -81,10 +93,15 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--method",
         default="GradCAM",
-        help=f"CAM method, case-insensitive: {method_choices()} (default: %(default)s)",
+        help=f"CAM method, case-insensitive: {method_choices(hooked=True)} (default: %(default)s)",
     )
     parser.add_argument(
-        "--layer", default=None, help="target layer name, from model.named_modules() (default: the model's / automatic)"
+        "--layer",
+        action="append",
+        default=None,
+        help="target layer name, from model.named_modules(); repeat it for RefineCAM (two or more layers) or to "
+        "name LeGrad's transformer blocks (default: the model's / automatic; LeGrad: every block with a "
+        "self_attention)",
     )
     parser.add_argument("--class", dest="class_idx", default=None, help="class index or name (default: predicted)")
     parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default: %(default)s)")
@@ -92,9 +109,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--backend", default="auto", help="CAM ops backend: auto, torch, cpp, cuda, triton")
     parser.add_argument("--out", type=Path, default=Path("pycam_fast_out"), help="output folder (default: %(default)s)")
     parser.add_argument("--size", type=int, default=None, help="input side in pixels (default: 64 demo, else 224)")
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of torchvision:NAME random weights and noisy methods (default: 0)"
-    )
+    add_seed_option(parser)
     parser.add_argument(
         "--gradient-filter",
         choices=("none", "guided", "deconv"),
@@ -102,12 +117,8 @@ def add_parser(subparsers: Any) -> None:
         help="GradCAM weights from filtered gradients (Xplique's variants): guided = positive gradients of positive "
         "activations, deconv = positive gradients (default: %(default)s, the paper's Grad-CAM)",
     )
-    parser.add_argument(
-        "--progress",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="progress bars with ETA (images; masked forwards of the Score-CAM family and AblationCAM): "
-        "auto = only on a terminal (default: %(default)s)",
+    add_progress_option(
+        parser, "progress bars with ETA (images; masked forwards of the Score-CAM family and AblationCAM)"
     )
     parser.set_defaults(run=run)
 
@@ -346,22 +357,41 @@ class _Job:
         from ..methods import get_method
 
         self.args, self.loaded, self.device = args, loaded, device
-        self.method = check_method(args.method)
+        self.method = check_method(args.method, hooked=True)
         _check_backend(args.backend, device)
-        self.layer = _target_layer(loaded.model, args.layer or loaded.default_layer, size)
         num_classes = _num_classes(loaded.model, size, device) if args.class_idx is not None else None
         self.class_idx = _class_index(args.class_idx, loaded.class_names, num_classes)
-        # the Score-CAM family and AblationCAM run one forward per channel (chunk): show their bar
-        many_forwards = get_method(self.method).kind in {"score", "ablation"}
-        progress = many_forwards and (args.progress == "on" or (args.progress == "auto" and sys.stderr.isatty()))
+        layers = args.layer or []
+        for layer in layers:
+            _check_layer(loaded.model, layer)
         try:
-            options = {} if args.gradient_filter == "none" else {"gradient_filter": args.gradient_filter}
-            self.explainer = Explainer(
-                loaded.model, self.method, self.layer, backend=args.backend, progress=progress, **options
-            )
+            if hooked_method(self.method) is not None:
+                self.explainer = self._hooked(layers, size)
+            else:
+                if len(layers) > 1:
+                    raise CliError(f"{self.method} explains one layer: give --layer once (RefineCAM takes several)")
+                self.layer = _target_layer(loaded.model, layers[0] if layers else loaded.default_layer, size)
+                # the Score-CAM family and AblationCAM run one forward per channel (chunk): show their bar
+                many_forwards = get_method(self.method).kind in {"score", "ablation"}
+                progress = many_forwards and progress_wanted(args.progress)
+                options = {} if args.gradient_filter == "none" else {"gradient_filter": args.gradient_filter}
+                self.explainer = Explainer(
+                    loaded.model, self.method, self.layer, backend=args.backend, progress=progress, **options
+                )
         except (TypeError, ValueError) as exc:
             raise CliError(str(exc)) from exc
         self.used: set[str] = set()
+
+    def _hooked(self, layers: list[str], size: int) -> HookedExplainer:
+        """The runner of a hook-based method (LeGrad, RefineCAM, FinerCAM) on the ``--layer`` s given."""
+        if self.args.gradient_filter != "none":
+            raise CliError(f"--gradient-filter applies to GradCAM, not to {self.method}")
+        chosen: list[str] | str | None = layers or None
+        if self.method == "FinerCAM":
+            chosen = _target_layer(self.loaded.model, layers[0] if layers else self.loaded.default_layer, size)
+        explainer = HookedExplainer(self.loaded.model, self.method, chosen, backend=self.args.backend)
+        self.layer = explainer.layers[0] if self.method == "FinerCAM" else explainer.layers
+        return explainer
 
     def _normalise(self, images: Tensor) -> Tensor:
         if self.loaded.mean is None:
@@ -439,8 +469,9 @@ def run(args: argparse.Namespace) -> int:
         "versions": versions(),
     }
     write_json(manifest, args.out / "manifest.json")
+    layer = ", ".join(job.layer) if isinstance(job.layer, list) else job.layer
     print(
-        f"explained {len(record.items)} of {len(files)} image(s) with {job.method} on layer {job.layer}; "
+        f"explained {len(record.items)} of {len(files)} image(s) with {job.method} on layer {layer}; "
         f"{len(record.errors)} error(s); wrote {args.out / 'manifest.json'}"
     )
     return 1 if record.errors else 0
