@@ -114,8 +114,8 @@ def main() -> None:
         "",
         f"Date {datetime.date.today()}, {cpu_name()}, 1 thread (torch.set_num_threads(1)); Python "
         f"{platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}, scipy {scipy.__version__}, "
-        f"pycam_fast {getattr(pycam_fast, '__version__', '?')}, grad-cam 1.5.7. Load average {load_average()}: the "
-        "machine (2 cores) was shared with other jobs, so absolute times are noisy. ResNet-18 (10 classes, random "
+        f"pycam_fast {getattr(pycam_fast, '__version__', '?')}, grad-cam 1.5.7. Load average {load_average()} (2 "
+        "cores: above 1, other jobs shared them and absolute times are noisier). ResNet-18 (10 classes, random "
         f"weights and BN statistics), batch {BATCH} at {SIZE}x{SIZE}, `ClassifierOutputSoftmaxTarget`, grad-cam "
         "Grad-CAM maps of `layer4` as the CAMs; fastest of N calls after a warm-up, both libraries in one process "
         "(`python benchmarks/bench_gradcam_metrics.py`). max|diff|: the largest difference between the two "

@@ -107,9 +107,9 @@ def main() -> None:
         "# pytorch-grad-cam drop-in: SESS and Deep Feature Factorization vs grad-cam 1.5.7 (CPU)",
         "",
         f"Date {datetime.date.today()}, {cpu_name()}, 1 thread, torch {torch.__version__}, grad-cam 1.5.7, "
-        f"scikit-learn {sklearn.__version__}; load average {load_average()} (machine shared with other jobs). "
-        "ResNet-18 (10 classes, random weights and BN statistics), `layer4`; SESS on 2 images of 64x64, DFF on 4 "
-        f"images of 96x96; fastest of {REPEATS} calls after a warm-up, both libraries in one process "
+        f"scikit-learn {sklearn.__version__}; load average {load_average()} (2 cores: above 1, other jobs shared "
+        "them). ResNet-18 (10 classes, random weights and BN statistics), `layer4`; SESS on 2 images of 64x64, DFF "
+        f"on 4 images of 96x96; fastest of {REPEATS} calls after a warm-up, both libraries in one process "
         "(`python benchmarks/bench_gradcam_sess_dff.py`).",
         "",
         "| case | grad-cam 1.5.7 ms | pycam_fast ms | speed-up | check |",
