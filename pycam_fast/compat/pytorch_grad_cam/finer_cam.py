@@ -11,12 +11,12 @@ explains those targets. Explicit ``targets`` go to the base method unchanged.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Self
 
 import numpy as np
 from torch import Tensor, nn
 
 from ...targets import OutputTarget
+from ._wrapper import HoldsHooks
 from .cams import GradCAM
 from .utils.model_targets import FinerWeightedTarget
 
@@ -64,7 +64,7 @@ class _FinerRule:
         return target(model_output)
 
 
-class FinerCAM:
+class FinerCAM(HoldsHooks):
     """pytorch-grad-cam's ``FinerCAM(model, target_layers, reshape_transform=None, base_method=GradCAM)``.
 
     Args:
@@ -86,10 +86,6 @@ class FinerCAM:
         self.base_cam = base_method(model, target_layers, reshape_transform)
         self.compute_input_gradient = self.base_cam.compute_input_gradient
         self.uses_gradients = self.base_cam.uses_gradients
-
-    def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray:
-        """See :meth:`forward`."""
-        return self.forward(*args, **kwargs)
 
     def forward(
         self,
@@ -122,16 +118,4 @@ class FinerCAM:
             targets = [rule] * len(input_tensor)
         return self.base_cam(input_tensor, targets, eigen_smooth=eigen_smooth)
 
-    def release(self) -> None:
-        """Remove the base method's hooks from the model."""
-        release = getattr(self.base_cam, "release", None)
-        if release is not None:
-            release()
-        else:
-            self.base_cam.activations_and_grads.release()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.release()
+    _holders = ("base_cam",)

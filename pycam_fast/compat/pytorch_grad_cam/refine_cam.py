@@ -15,6 +15,7 @@ import numpy as np
 from torch import Tensor, nn
 
 from ...targets import OutputTarget
+from ._wrapper import HoldsHooks
 from .base_cam import BaseCAM
 from .cams import GradCAMPlusPlus
 from .utils.image import scale_cam_image
@@ -22,7 +23,7 @@ from .utils.image import scale_cam_image
 __all__ = ["RefineCAM"]
 
 
-class RefineCAM:
+class RefineCAM(HoldsHooks):
     """pytorch-grad-cam's ``RefineCAM(model, target_layers, reshape_transform=None, base_method=GradCAMPlusPlus)``.
 
     Args:
@@ -48,9 +49,7 @@ class RefineCAM:
         # forward and backward per layer)
         self._joint = base_method(model, list(target_layers), reshape_transform, **kwargs) if target_layers else None
 
-    def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray:
-        """See :meth:`forward`."""
-        return self.forward(*args, **kwargs)
+    _holders = ("base_cam_per_layer", "_joint")
 
     def forward(
         self, input_tensor: Tensor, targets: list[OutputTarget] | None = None, eigen_smooth: bool = False

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from ...model_state import model_eval
 from ...targets import OutputTarget
+from ._wrapper import HoldsHooks
 from .base_cam import BaseCAM
 from .cams import GradCAM
 from .utils.image import scale_maps
@@ -141,7 +142,7 @@ def _check_positive_int(name: str, value: Any, optional: bool = True) -> None:
         raise ValueError(f"`{name}` must be a positive integer{' or None' if optional else ''}, got {value!r}")
 
 
-class SESS:
+class SESS(HoldsHooks):
     """pytorch-grad-cam's ``SESS(model, target_layers, reshape_transform=None, base_method=GradCAM, ...)``.
 
     Args:
@@ -220,10 +221,6 @@ class SESS:
         self.batch_size = batch_size
 
     # -- public API (pytorch-grad-cam's) ---------------------------------------------------------------------------
-    def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray:
-        """See :meth:`forward`."""
-        return self.forward(*args, **kwargs)
-
     def forward(
         self, input_tensor: Tensor, targets: Sequence[OutputTarget] | None = None, eigen_smooth: bool = False
     ) -> np.ndarray:
@@ -292,23 +289,7 @@ class SESS:
         cols = _interpolation_matrix(scaled_width, target_size[1], cam_t.device)[:, x1 : x1 + cam_t.shape[1]]
         return (rows @ cam_t @ cols.T).numpy()
 
-    def release(self) -> None:
-        """Remove the base method's hooks from the model (idempotent)."""
-        release = getattr(self.base_cam, "release", None)
-        if release is not None:
-            release()
-        elif hasattr(self.base_cam, "activations_and_grads"):
-            self.base_cam.activations_and_grads.release()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.release()
-
-    def __del__(self) -> None:
-        if "base_cam" in vars(self):
-            self.release()
+    _holders = ("base_cam",)
 
     # -- the batched pipeline --------------------------------------------------------------------------------------
     def _checked(self, input_tensor: Any, targets: Any) -> tuple[Tensor, list[OutputTarget]]:

@@ -18,12 +18,13 @@ DFF, the per-row torch calls make it slower than scikit-learn's compiled loop; i
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._wrapper import HoldsHooks
 from ..activations_and_gradients import ActivationsAndGradients
 from ..utils.image import create_labels_legend, scale_maps, show_factorization_on_image
 
@@ -157,7 +158,7 @@ def dff(activations: np.ndarray, n_components: int = 5) -> tuple[np.ndarray, np.
     return concepts.to(dtype).cpu().numpy(), explanations.to(dtype).cpu().numpy()
 
 
-class DeepFeatureFactorization:
+class DeepFeatureFactorization(HoldsHooks):
     """pytorch-grad-cam's ``DeepFeatureFactorization``: concepts and their heatmaps from one layer's activations.
 
     ``dff = DeepFeatureFactorization(model, target_layer, reshape_transform=None, computation_on_concepts=None)``;
@@ -239,19 +240,8 @@ class DeepFeatureFactorization:
                 raise RuntimeError("`target_layer` was not called in the model's forward")
             return recorder.activations[0]
 
-    def release(self) -> None:
-        """Remove this object's hooks from the model (idempotent; hooks only exist during a call)."""
-        self.activations_and_grads.release()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.release()
-
-    def __del__(self) -> None:
-        if "activations_and_grads" in vars(self):
-            self.release()
+    # hooks only exist during a call; release() also drops what the recorder holds
+    _holders = ("activations_and_grads",)
 
 
 def _id2label(model: nn.Module) -> Mapping[int, str]:
