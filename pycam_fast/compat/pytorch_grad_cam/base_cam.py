@@ -457,8 +457,7 @@ class BaseCAM:
         if acts.ndim not in (4, 5):
             raise ValueError(f"Invalid activation shape {tuple(acts.shape)}: (N, C, H, W) or (N, C, D, H, W) expected")
         weights = _device_tensor(weights, acts.device)  # NumPy-style promotion (float64 weights: float64 maps)
-        weighted = weights[(...,) + (None,) * (acts.ndim - weights.ndim)] * acts
-        return numpy_sign_projection(weighted) if eigen_smooth else weighted.sum(dim=1)
+        return weighted_map(weights, acts, eigen_smooth)
 
     def get_cam_image(
         self,
@@ -694,10 +693,48 @@ class BaseCAM:
 
 
 #: modules whose ``ClassifierOutputTarget`` is ``output[category]`` (this package's and pytorch-grad-cam's)
+class RecordsMapCAM(BaseCAM):
+    """A built-in method whose layer map is a function of the layer's recorded tensors alone, on the device.
+
+    It always runs the generic pipeline; a subclass implements :meth:`_records_map` instead of weights.
+    """
+
+    _generic = True
+    _device_records = True
+
+    def _records_map(self, activations: Tensor, grads: Tensor | None, eigen_smooth: bool) -> Tensor:
+        """``(N, *S)`` map (before ReLU) from ``(N, C, *S)`` activations and gradients (``None``: gradient-free)."""
+        raise NotImplementedError
+
+    def _cam_image(
+        self,
+        input_tensor: Tensor,
+        target_layer: nn.Module,
+        targets: list[OutputTarget],
+        activations: Any,
+        grads: Any,
+        eigen_smooth: bool,
+    ) -> Tensor:
+        return self._records_map(activations, grads, eigen_smooth)
+
+
 _CLASSIFIER_TARGET_MODULES = (
     "pycam_fast.compat.pytorch_grad_cam.utils.model_targets",
     "pytorch_grad_cam.utils.model_targets",
 )
+
+
+def weighted_map(weights: Tensor, activations: Tensor, eigen_smooth: bool) -> Tensor:
+    """``sum_c w_c A_c`` (or, with ``eigen_smooth``, the principal component of ``w * A``, NumPy's sign): ``(N, *S)``.
+
+    Args:
+        weights: ``(N, C)`` (or broadcastable) weights.
+        activations: ``(N, C, *S)``.
+        eigen_smooth: project on the first principal component instead of summing the channels.
+
+    """
+    weighted = weights[(...,) + (None,) * (activations.ndim - weights.ndim)] * activations
+    return numpy_sign_projection(weighted) if eigen_smooth else weighted.sum(dim=1)
 
 
 def _layer_names(model: nn.Module, layers: Sequence[nn.Module]) -> list[str] | None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from .base_cam import BaseCAM
+from .base_cam import RecordsMapCAM
 from .utils.svd_on_activations import kernel_projection
 
 __all__ = ["KPCA_CAM"]
@@ -15,7 +15,7 @@ __all__ = ["KPCA_CAM"]
 _KERNELS = ("sigmoid", "rbf", "poly", "linear", "cosine")
 
 
-class KPCA_CAM(BaseCAM):  # noqa: N801 (pytorch-grad-cam's name)
+class KPCA_CAM(RecordsMapCAM):  # noqa: N801 (pytorch-grad-cam's name)
     """KPCA-CAM: each image's activations projected on their first kernel principal component (gradient-free).
 
     One batched ``eigh`` of the ``(N, P, P)`` centred kernel matrices on the device, in place of scikit-learn's
@@ -32,7 +32,6 @@ class KPCA_CAM(BaseCAM):  # noqa: N801 (pytorch-grad-cam's name)
     """
 
     uses_gradients = False
-    _generic = True
 
     def __init__(
         self,
@@ -50,15 +49,5 @@ class KPCA_CAM(BaseCAM):  # noqa: N801 (pytorch-grad-cam's name)
         self.kernel = kernel
         self.gamma = gamma
 
-    _device_records = True
-
-    def _cam_image(
-        self,
-        input_tensor: Tensor,
-        target_layer: nn.Module,
-        targets: Any,
-        activations: Any,
-        grads: Any,
-        eigen_smooth: bool,
-    ) -> Tensor:
+    def _records_map(self, activations: Tensor, grads: Tensor | None, eigen_smooth: bool) -> Tensor:
         return kernel_projection(activations, self.kernel, self.gamma)

@@ -7,12 +7,12 @@ from typing import Any
 from torch import Tensor, nn
 
 from ...methods.eigencam import principal_projection
-from .base_cam import BaseCAM
+from .base_cam import RecordsMapCAM
 
 __all__ = ["SegEigenCAM"]
 
 
-class SegEigenCAM(BaseCAM):
+class SegEigenCAM(RecordsMapCAM):
     """Seg-Eigen-CAM: first principal component of ``|g| * A``, flipped where ``|min| > |max|``.
 
     The sign correction makes the map independent of the singular vectors' sign, so the factorisation runs in
@@ -20,20 +20,8 @@ class SegEigenCAM(BaseCAM):
     pytorch-grad-cam.
     """
 
-    _generic = True
-
     def __init__(self, model: nn.Module, target_layers: list[nn.Module], reshape_transform: Any = None) -> None:
         super().__init__(model, target_layers, reshape_transform, uses_gradients=True)
 
-    _device_records = True
-
-    def _cam_image(
-        self,
-        input_tensor: Tensor,
-        target_layer: nn.Module,
-        targets: Any,
-        activations: Any,
-        grads: Any,
-        eigen_smooth: bool,
-    ) -> Tensor:
+    def _records_map(self, activations: Tensor, grads: Tensor | None, eigen_smooth: bool) -> Tensor:
         return principal_projection(grads.abs() * activations, sign="max")

@@ -8,12 +8,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .base_cam import BaseCAM
+from .base_cam import RecordsMapCAM, weighted_map
 
 __all__ = ["ShapleyCAM"]
 
 
-class ShapleyCAM(BaseCAM):
+class ShapleyCAM(RecordsMapCAM):
     """ShapleyCAM: ``w = mean_S(g - H A / 2)``, ``H A`` the Hessian-vector product of the target with the activations.
 
     One backward of the model tail with ``create_graph=True`` gives ``g``; one double-backward per layer gives ``H A``
@@ -22,8 +22,6 @@ class ShapleyCAM(BaseCAM):
     a ReLU network, where ``H A`` vanishes and ShapleyCAM equals Grad-CAM). With a ``reshape_transform`` the
     transform is applied to ``A``, ``g`` and ``H A`` before weighting (pytorch-grad-cam 1.5.7 fails there).
     """
-
-    _generic = True
 
     def __init__(self, model: nn.Module, target_layers: list[nn.Module], reshape_transform: Any = None) -> None:
         super().__init__(
@@ -69,17 +67,6 @@ class ShapleyCAM(BaseCAM):
         """``(N, C)`` weights from the graph-connected activations and gradients."""
         return self._weights_and_activations(activations, grads)[0]
 
-    def _cam_image(
-        self,
-        input_tensor: Tensor,
-        target_layer: nn.Module,
-        targets: Any,
-        activations: Any,
-        grads: Any,
-        eigen_smooth: bool,
-    ) -> Tensor:
-        from .utils.svd_on_activations import numpy_sign_projection
-
+    def _records_map(self, activations: Tensor, grads: Tensor | None, eigen_smooth: bool) -> Tensor:
         weights, acts = self._weights_and_activations(activations, grads, host_mean=eigen_smooth)
-        weighted = weights[(...,) + (None,) * (acts.ndim - 2)] * acts
-        return numpy_sign_projection(weighted) if eigen_smooth else weighted.sum(dim=1)
+        return weighted_map(weights, acts, eigen_smooth)
