@@ -33,10 +33,24 @@ def report_args(out: str, **int_options: int) -> argparse.Namespace:
     return parser.parse_args()
 
 
-def write_lines(path: str, lines: list[str]) -> None:
+def write_lines(path: str | os.PathLike[str], lines: list[str]) -> None:
     """Write a report's ``lines`` (Markdown) to ``path``, one per line."""
     with open(path, "w") as handle:
         handle.write("\n".join(lines) + "\n")
+
+
+def ratio_table(case: str, rows: list[tuple], extra: tuple[str, ...] = (), peer: str = "grad-cam 1.5.7") -> list[str]:
+    """A Markdown ratio table: ``case | peer ms | pycam_fast ms | speed-up | extra...``.
+
+    ``rows`` are ``(name, peer seconds, pycam_fast seconds, *extra cells already formatted)``.
+    """
+    head = f"| {case} | {peer} ms | pycam_fast ms | speed-up |" + "".join(f" {e} |" for e in extra)
+    rule = "|---|---:|---:|---:|" + "---|" * len(extra)
+    body = [
+        f"| {name} | {a * 1e3:.1f} | {b * 1e3:.1f} | {a / b:.2f}x |" + "".join(f" {cell} |" for cell in cells)
+        for name, a, b, *cells in rows
+    ]
+    return [head, rule, *body]
 
 
 def fastest(fn: Callable[[], object], repeats: int) -> float:

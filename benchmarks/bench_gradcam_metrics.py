@@ -22,7 +22,7 @@ import numpy as np
 import pytorch_grad_cam
 import scipy
 import torch
-from _machine import cpu_name, fastest, load_average
+from _machine import cpu_name, fastest, load_average, ratio_table, write_lines
 from bench_gradcam_new import _model  # ResNet-18, random weights and batch-norm statistics
 from pytorch_grad_cam.metrics import arcc as t_arcc
 from pytorch_grad_cam.metrics import cam_mult_image as t_mult
@@ -121,11 +121,9 @@ def main() -> None:
         "(`python benchmarks/bench_gradcam_metrics.py`). max|diff|: the largest difference between the two "
         "results from the same torch seed (same ROAD noise).",
         "",
-        "| metric | grad-cam 1.5.7 ms | pycam_fast ms | speed-up | max abs diff |",
-        "|---|---:|---:|---:|---:|",
-        *[f"| {n} | {a * 1e3:.1f} | {b * 1e3:.1f} | {a / b:.2f}x | {d:.1e} |" for n, a, b, d in rows],
+        *ratio_table("metric", [(n, a, b, f"{d:.1e}") for n, a, b, d in rows], ("max abs diff",)),
     ]
-    args.out.write_text("\n".join(lines) + "\n")
+    write_lines(args.out, lines)
     print(f"wrote {args.out}")
 
 

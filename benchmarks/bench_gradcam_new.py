@@ -21,7 +21,7 @@ import pytorch_grad_cam as theirs
 import pytorch_grad_cam.base_cam
 import torch
 import torchvision
-from _machine import cpu_name, fastest, load_average
+from _machine import cpu_name, fastest, load_average, ratio_table, write_lines
 from pytorch_grad_cam.utils import model_targets as their_targets
 
 from pycam_fast.compat import pytorch_grad_cam as ours
@@ -101,11 +101,9 @@ def main() -> None:
         f"{load_average()}. ResNet-18 (10 classes, random weights and BN statistics), batch 16 at 64x64, fastest of "
         "3 calls after a warm-up, both libraries in one process (`python benchmarks/bench_gradcam_new.py`).",
         "",
-        "| class | grad-cam 1.5.7 ms | pycam_fast ms | speed-up |",
-        "|---|---:|---:|---:|",
-        *[f"| {name} | {a * 1e3:.1f} | {b * 1e3:.1f} | {a / b:.2f}x |" for name, a, b in rows],
+        *ratio_table("class", rows),
     ]
-    args.out.write_text("\n".join(lines) + "\n")
+    write_lines(args.out, lines)
     print(f"wrote {args.out}")
 
 

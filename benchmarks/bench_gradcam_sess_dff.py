@@ -23,7 +23,7 @@ import pytorch_grad_cam as theirs
 import sklearn
 import sklearn.decomposition
 import torch
-from _machine import cpu_name, fastest, load_average
+from _machine import cpu_name, fastest, load_average, ratio_table, write_lines
 from bench_gradcam_new import _model
 from matplotlib import cm
 from PIL import Image
@@ -112,11 +112,9 @@ def main() -> None:
         f"on 4 images of 96x96; fastest of {REPEATS} calls after a warm-up, both libraries in one process "
         "(`python benchmarks/bench_gradcam_sess_dff.py`).",
         "",
-        "| case | grad-cam 1.5.7 ms | pycam_fast ms | speed-up | check |",
-        "|---|---:|---:|---:|---|",
-        *[f"| {name} | {a * 1e3:.1f} | {b * 1e3:.1f} | {a / b:.2f}x | {note} |" for name, a, b, note in rows],
+        *ratio_table("case", rows, ("check",)),
     ]
-    args.out.write_text("\n".join(lines) + "\n")
+    write_lines(args.out, lines)
     print(f"wrote {args.out}")
 
 
