@@ -131,6 +131,12 @@ def test_get_cam_weights_subclass_records_tail_only_on_the_copy():
     got = cam(x, None)
     assert (cam.last_path, cam.last_model, cam.fallback_reason) == ("generic", "copy", None)
     _parity(theirs_cls(model, layers)(x, None), got)
+    model.train()
+    try:
+        cam(x, None)
+        assert cam.last_model == "model" and "training mode" in cam.fallback_reason  # as the built-in methods
+    finally:
+        model.eval()
     cam.release()
     assert _hook_count(model) == hooks_before
 

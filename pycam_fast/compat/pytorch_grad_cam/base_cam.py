@@ -49,7 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from ... import ops
-from ...forward.explained import ExplainedForward, argmax_classes
+from ...forward.explained import ExplainedForward, ForwardResult, argmax_classes
 from ...methods.extractor import CAMExtractor
 from ...methods.spec import CamTerms
 from ...model_state import model_eval
@@ -264,24 +264,15 @@ class BaseCAM:
                 class_idx = argmax_classes(outputs) if targets is None else None
                 self.last_path, self.last_model = EXACT, "model"
             elif exact_reason is None:
-                on_copy = copy_reason is None
                 # one logit per sample is a class-based call: its gradients may come in closed form
-                closed = self.uses_gradients and self._fast_forward.closed_form(on_copy, None)  # type: ignore[union-attr]
-                classes = _class_targets(targets) if closed else None
-                fast = self._fast_forward.run(  # type: ignore[union-attr]
-                    x,
-                    class_idx=classes,
-                    targets=None if classes is not None else targets,
-                    gradients=self.uses_gradients,
-                    on_copy=on_copy,
-                )
-                if self._refuse_in_place(fast.modified_in_place):
+                closed = self.uses_gradients and self._fast_forward.closed_form(copy_reason is None, None)  # type: ignore[union-attr]
+                fast = self._tail_only(x, targets, _class_targets(targets) if closed else None, copy_reason)
+                if fast is None:
                     return self._feature_maps(x, targets, eigen_smooth)
                 self._extractor.supply(fast.activations, fast.grads)
-                self.outputs = outputs = fast.outputs
-                class_idx, self.last_path = fast.class_idx, fast.path
+                outputs, class_idx, self.last_path = fast.outputs, fast.class_idx, fast.path
                 targets = None if fast.class_idx is not None else targets
-                self.last_model = "copy" if fast.on_copy else "model"
+                return self._layer_maps(class_idx, outputs, targets, eigen_smooth)
             else:
                 self.outputs = outputs = self._model_forward(x)
                 class_idx = argmax_classes(outputs) if targets is None else None
@@ -544,10 +535,11 @@ class BaseCAM:
         """pytorch-grad-cam's ``BaseCAM.forward`` with the extension points: ``(N, *size)`` maps on the device."""
         self.last_path, self.last_model, self.fallback_reason = GENERIC, "model", None
         tail_only = self._generic_records_unavailable() is None
+        copy_reason = self._copy_unavailable(x, eigen_smooth) if tail_only else None  # before model_eval: train mode
         with model_eval(self.model), self._hooks.recording([] if tail_only else self.target_layers):
             inp = x.detach().requires_grad_(True) if self.compute_input_gradient else x
             if tail_only:
-                recorded = self._record_tail_only(x, targets, eigen_smooth)
+                recorded = self._record_tail_only(x, targets, copy_reason)
                 if recorded is None:
                     return self._generic_forward(x, targets, eigen_smooth)
                 targets = recorded
@@ -596,16 +588,32 @@ class BaseCAM:
         return self._tail_only_unavailable()
 
     def _record_tail_only(
-        self, x: Tensor, targets: list[OutputTarget] | None, eigen_smooth: bool
+        self, x: Tensor, targets: list[OutputTarget] | None, copy_reason: str | None
     ) -> list[OutputTarget] | None:
         """Fill :attr:`activations_and_grads` from one tail-only forward; returns the targets (top classes if None).
 
         ``None``: a target's output turned out to be modified in place; the caller records with hooks instead.
         """
-        forward = self._fast_forward
-        assert forward is not None  # checked by _generic_records_unavailable
-        copy_reason = self._copy_unavailable(x, eigen_smooth)
         classes = _class_targets(targets) if self.uses_gradients else None
+        fast = self._tail_only(x, targets, classes, copy_reason)
+        if fast is None:
+            return None
+        self._hooks.activations = list(fast.activations)
+        self._hooks.gradients = list(fast.grads or [])
+        if targets is None:
+            targets = [ClassifierOutputTarget(int(c)) for c in argmax_classes(fast.outputs)]
+        return targets
+
+    def _tail_only(
+        self, x: Tensor, targets: list[OutputTarget] | None, classes: list[int] | None, copy_reason: str | None
+    ) -> ForwardResult | None:
+        """One tail-only forward, on the optimised copy unless ``copy_reason`` (sets :attr:`outputs` and the report).
+
+        ``classes`` (one per sample) replace ``targets`` when given. ``None``: a target layer's output turned out to
+        be modified in place, and the call must be redone with hooks (remembered for the next calls).
+        """
+        forward = self._fast_forward
+        assert forward is not None  # callers checked _tail_only_unavailable()
         fast = forward.run(
             x,
             class_idx=classes,
@@ -617,12 +625,8 @@ class BaseCAM:
         if self._refuse_in_place(fast.modified_in_place):
             return None
         self.outputs = fast.outputs
-        self._hooks.activations = list(fast.activations)
-        self._hooks.gradients = list(fast.grads or [])
         self.last_model, self.fallback_reason = ("copy" if fast.on_copy else "model"), copy_reason
-        if targets is None:
-            targets = [ClassifierOutputTarget(int(c)) for c in argmax_classes(fast.outputs)]
-        return targets
+        return fast
 
     # -- checks and state ------------------------------------------------------------------------------------------
     def _check_input(self, input_tensor: Tensor) -> Tensor:
