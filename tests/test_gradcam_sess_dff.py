@@ -1,8 +1,9 @@
 """The compat ``SESS`` and Deep Feature Factorization vs pytorch-grad-cam 1.5.7's (float32 NumPy outputs).
 
-SESS must give grad-cam's maps. DFF's NMF is iterative (grad-cam: scikit-learn's coordinate descent): ours must reach
-a reconstruction error no worse than scikit-learn's on the same activations, and everything after the factorisation
-(concepts, heatmaps, classifier outputs, the drawn image) must equal grad-cam's when both get the same factors.
+SESS must give grad-cam's maps. DFF's NMF runs scikit-learn's algorithm from scikit-learn's start (grad-cam:
+``NMF(init="random", random_state=0)``), so the factors, concepts and heatmaps must be grad-cam's to the rounding
+that 200 iterations accumulate (:data:`NMF_TOL`); everything after the factorisation (concepts, heatmaps, classifier
+outputs, the drawn image) must equal grad-cam's to :data:`TOL` when both get the same factors.
 """
 
 import importlib
@@ -28,8 +29,12 @@ from pycam_fast.compat.pytorch_grad_cam.feature_factorization import deep_featur
 from pycam_fast.compat.pytorch_grad_cam.utils import model_targets as our_targets  # noqa: E402
 
 TOL = 1e-5
-#: our NMF's reconstruction error may exceed scikit-learn's by at most this fraction (another local minimum)
-NMF_MARGIN = 5e-3
+#: max |ours - scikit-learn's| / max |scikit-learn's| of NMF factors (float32 BLAS rounding over <= 200 iterations;
+#: measured <= 1e-5 on ResNet activations)
+NMF_TOL = 1e-4
+#: the same on heatmaps min-max normalised per concept: a concept of small range magnifies it (measured 1.1e-4 for
+#: K=16, stopped at 200 iterations unconverged)
+HEATMAP_TOL = 5e-4
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -273,10 +278,14 @@ def _activations(model: torch.nn.Module, layer: torch.nn.Module, x: torch.Tensor
     return store[0]
 
 
-def _sklearn_error(v: np.ndarray, k: int) -> float:
+def _sklearn_nmf(v: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     model = sklearn_nmf(n_components=k, init="random", random_state=0)
-    w = model.fit_transform(v)
-    return float(np.linalg.norm(v - w @ model.components_))
+    return model.fit_transform(v), model.components_
+
+
+def _factors_close(got: np.ndarray, want: np.ndarray) -> None:
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=NMF_TOL * np.abs(want).max(), rtol=0)
 
 
 @pytest.fixture(scope="module")
@@ -298,13 +307,13 @@ def _shifted_matrix(acts: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize(
     "layer,batch,size,k", [("layer4", 1, (96, 80), 5), ("layer3", 2, (45, 61), 3), ("layer4", 3, (64, 64), 8)]
 )
-def test_nmf_reconstruction_no_worse_than_sklearn(resnet, layer, batch, size, k):
+def test_nmf_equals_sklearn(resnet, layer, batch, size, k):
     v = _shifted_matrix(_activations(resnet, getattr(resnet, layer), _input(batch, size, seed=k)))
     w, h = our_dff.nmf(v, k)
     assert w.shape == (v.shape[0], k) and h.shape == (k, v.shape[1]) and w.dtype == torch.float32
-    assert bool((w >= 0).all() and (h >= 0).all())
-    ours_error = float(torch.linalg.matrix_norm(v - w @ h))
-    assert ours_error <= _sklearn_error(v.numpy(), k) * (1 + NMF_MARGIN)
+    want_w, want_h = _sklearn_nmf(v.numpy(), k)
+    _factors_close(w.numpy(), want_w)
+    _factors_close(h.numpy(), want_h)
     w2, h2 = our_dff.nmf(v, k)
     assert torch.equal(w, w2) and torch.equal(h, h2)  # deterministic
 
@@ -317,9 +326,10 @@ def test_nmf_batched_matrices(dtype):
     )
     w, h = our_dff.nmf(v, 4)
     assert w.shape == (3, 21, 4) and h.shape == (3, 4, 13) and w.dtype == dtype
-    for i in range(3):
-        error = float(torch.linalg.matrix_norm(v[i] - w[i] @ h[i]))
-        assert error <= _sklearn_error(v[i].numpy(), 4) * (1 + NMF_MARGIN)
+    for i in range(3):  # each matrix gets scikit-learn's start for its own mean
+        want_w, want_h = _sklearn_nmf(v[i].numpy(), 4)
+        _factors_close(w[i].numpy(), want_w)
+        _factors_close(h[i].numpy(), want_h)
 
 
 @pytest.mark.parametrize(
@@ -329,7 +339,6 @@ def test_nmf_batched_matrices(dtype):
         ({"v": torch.full((4, 3), float("nan"))}, "finite"),
         ({"v": torch.ones(4)}, "`v`"),
         ({"n_components": 0}, "`n_components`"),
-        ({"n_starts": 0}, "`n_starts`"),
         ({"max_iter": 0}, "`max_iter`"),
     ],
 )
@@ -339,21 +348,30 @@ def test_nmf_bad_arguments(bad, message):
         our_dff.nmf(**kwargs)
 
 
-def test_dff_function_quality_types_and_no_input_change(resnet):
+def test_dff_function_equals_gradcam_and_keeps_the_input(resnet):
     acts = _activations(resnet, resnet.layer4, _input(2, (70, 50), seed=1)).numpy()
     acts[0, 3, 0, 0] = np.nan
     before = acts.copy()
     concepts, explanations = ours.feature_factorization.dff(acts, n_components=4)
     assert np.array_equal(acts, before, equal_nan=True)  # grad-cam zeroes the NaNs in the caller's array
     want_concepts, want_explanations = pgc_dff.dff(acts.copy(), n_components=4)
-    assert concepts.dtype == want_concepts.dtype and concepts.shape == want_concepts.shape
-    assert explanations.dtype == want_explanations.dtype and explanations.shape == want_explanations.shape
-    v = np.nan_to_num(acts).transpose(1, 0, 2, 3).reshape(acts.shape[1], -1)
-    offset = v.min(axis=1, keepdims=True)
-    error = np.linalg.norm(v - offset - (concepts - offset) @ explanations.transpose(1, 0, 2, 3).reshape(4, -1))
-    assert error <= _sklearn_error(v - offset, 4) * (1 + NMF_MARGIN)
+    _factors_close(concepts, want_concepts)
+    _factors_close(explanations, want_explanations)
     c64, _ = ours.feature_factorization.dff(np.nan_to_num(acts).astype(np.float64), 4)
     assert c64.dtype == np.float64
+
+
+@pytest.mark.parametrize("batch,size,k", [(1, (64, 48), 5), (3, (40, 40), 16)])
+def test_dff_end_to_end_equals_gradcam(resnet, batch, size, k):
+    """No shared factors: our NMF from scikit-learn's start gives grad-cam's concepts, heatmaps and head outputs."""
+    x = _input(batch, size, seed=k)
+    want = pgc.DeepFeatureFactorization(resnet, resnet.layer4, computation_on_concepts=resnet.fc)(x, k)
+    got = ours.DeepFeatureFactorization(resnet, resnet.layer4, computation_on_concepts=resnet.fc)(x, k)
+    _factors_close(got[0], want[0])
+    for mine, theirs in zip(got[1], want[1], strict=True):
+        np.testing.assert_allclose(mine, theirs, atol=HEATMAP_TOL, rtol=0)
+    _factors_close(got[2], want[2])
+    assert _no_hooks(resnet)
 
 
 # -- DFF: everything after the factorisation, fed the same factors -----------------------------------------------------

@@ -21,4 +21,7 @@ TORCH_LIBRARY(pycam_fast, m) {
   // Fused overlay: images (N, 3, H, W) uint8 or float in [0, 1], cams (N, h, w) float, table (3, 65536) uint8 blend
   // table (entry [c, 256 k + v]: pixel value v blended with LUT colour k). Returns (N, 3, H, W) uint8.
   m.def("overlay(Tensor images, Tensor cams, Tensor table) -> Tensor");
+  // Non-negative matrix factorisation v (B, m, n) ~ w (B, m, k) @ h (B, k, n) by cyclic coordinate descent from the
+  // given start; returns the factors and the iterations run per matrix (B,). CPU only.
+  m.def("nmf(Tensor v, Tensor w, Tensor h, int max_iter=200, float tol=1e-4) -> (Tensor, Tensor, Tensor)");
 }

@@ -38,6 +38,7 @@ __all__ = [
     "gradcampp_weights",
     "gradcampp_weights_torchcam",
     "masked_inputs",
+    "nmf",
     "overlay",
     "register_backend",
     "resolve",
@@ -172,3 +173,31 @@ def overlay(images: Tensor, cams: Tensor, table: Tensor, *, backend: str = "auto
 
     """
     return run("overlay", backend, (images, cams, table))
+
+
+def nmf(
+    v: Tensor, w: Tensor, h: Tensor, *, max_iter: int = 200, tol: float = 1e-4, backend: str = "auto"
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Non-negative matrix factorisation ``v ~ w @ h`` (Frobenius loss) by cyclic coordinate descent from ``(w, h)``.
+
+    Per iteration, every component row of ``w^T`` and then of ``h`` gets the exact non-negative least-squares update
+    given the others (HALS): ``rows[t] = max(rows[t] - (gram[t] @ rows - prod[t]) / gram[t, t], 0)``, with
+    ``gram = h h^T, prod = h v^T`` for ``w`` and ``gram = w^T w, prod = w^T v`` for ``h``. A matrix stops after the
+    iteration whose summed ``|projected gradient|`` is at most ``tol`` times the first iteration's, or after
+    ``max_iter``: scikit-learn's ``NMF(solver="cd")`` algorithm, update order and stopping rule, so from its start
+    the factors agree with scikit-learn's to float rounding.
+
+    Args:
+        v: ``(B, m, n)`` non-negative matrices (float32/float64; fp16/bf16 are solved in float32).
+        w: ``(B, m, k)`` non-negative start (not modified).
+        h: ``(B, k, n)`` non-negative start (not modified).
+        max_iter: iteration limit (>= 1).
+        tol: relative violation that stops a matrix.
+        backend: ``"auto"`` or a backend name (``cpp`` on CPU; other devices run the reference).
+
+    Returns:
+        ``w`` ``(B, m, k)``, ``h`` ``(B, k, n)`` in the solved dtype and the iterations run per matrix, ``(B,)`` int64.
+
+    """
+    v, w, h = _promoted(v.float() if v.dtype in (torch.float16, torch.bfloat16) else v, w, h)
+    return run("nmf", backend, (v, w, h, int(max_iter), float(tol)))  # type: ignore[return-value]

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from . import reference
 from .dispatch import BackendUnavailable, Impl, register_backend
-from .schemas import OP_NAMES
+from .schemas import CPU_ONLY_OPS, OP_NAMES
 
 __all__ = ["build_info", "extension_error"]
 
@@ -40,12 +40,35 @@ def _load_extension() -> tuple[ModuleType | None, str | None]:
     return _C, None
 
 
+def _nmf_fake(v: Tensor, w: Tensor, h: Tensor, *_: Any) -> tuple[Tensor, Tensor, Tensor]:
+    """Shapes of :func:`reference.nmf` (whose iteration count depends on the data, so it cannot trace)."""
+    return (
+        torch.empty_like(w, memory_format=torch.contiguous_format),
+        torch.empty_like(h),
+        v.new_empty(v.shape[0], dtype=torch.int64),
+    )
+
+
+#: fake (meta) implementations that are not the reference itself
+_FAKES = {"nmf": _nmf_fake}
+
+
+def _defined_ops() -> tuple[str, ...]:
+    """The ops of :data:`OP_NAMES` the loaded extension defines (a build from older sources lacks newer ones)."""
+    return tuple(op for op in OP_NAMES if hasattr(torch.ops.pycam_fast, op))
+
+
 _C, _ERROR = _load_extension()
 if _ERROR is not None:
     warnings.warn(f"pycam_fast: compiled kernels unavailable, using the torch backend: {_ERROR}", stacklevel=2)
 else:
-    for _op in OP_NAMES:
-        torch.library.register_fake(f"pycam_fast::{_op}", getattr(reference, _op))
+    _DEFINED = _defined_ops()
+    if len(_DEFINED) < len(OP_NAMES):
+        _missing = sorted(set(OP_NAMES) - set(_DEFINED))
+        warnings.warn(f"pycam_fast._C lacks the ops {_missing} (built from older sources; they run on the torch "
+                      f"reference); {_REBUILD}", stacklevel=2)  # fmt: skip
+    for _op in _DEFINED:
+        torch.library.register_fake(f"pycam_fast::{_op}", _FAKES.get(_op, getattr(reference, _op)))
 
 
 def extension_error() -> str | None:
@@ -108,6 +131,10 @@ def _overlay_unsupported(images: Tensor, *_: Any) -> str | None:
     return None if ok else f"images of dtype {images.dtype}"
 
 
+def _nmf_unsupported(v: Tensor, *_: Any) -> str | None:
+    return None if v.dtype in (torch.float32, torch.float64) else f"dtype {v.dtype} (the kernel takes float32/float64)"
+
+
 _UNSUPPORTED = {
     "cam_step": _cam_step_unsupported,
     "gradcam_weights": _grads_unsupported,
@@ -116,17 +143,18 @@ _UNSUPPORTED = {
     "gradcampp_weights_torchcam": _grads_unsupported,
     "masked_inputs": _masked_inputs_unsupported,
     "overlay": _overlay_unsupported,
+    "nmf": _nmf_unsupported,
 }
 
 
 def _impls() -> dict[str, Impl]:
     if _C is None:
         raise BackendUnavailable(_ERROR or "pycam_fast._C is missing")
-    return {op: Impl(getattr(torch.ops.pycam_fast, op), _UNSUPPORTED[op]) for op in OP_NAMES}
+    return {op: Impl(getattr(torch.ops.pycam_fast, op), _UNSUPPORTED[op]) for op in _DEFINED}
 
 
 def _load_cuda() -> dict[str, Impl]:
-    impls = _impls()
+    impls = {op: impl for op, impl in _impls().items() if op not in CPU_ONLY_OPS}
     if not _C.build_info()["cuda"]:
         raise BackendUnavailable(f"pycam_fast._C was built without CUDA (no GPU visible at build time); {_REBUILD}")
     if not torch.cuda.is_available():

@@ -29,6 +29,7 @@ __all__ = [
     "gradcampp_weights_torchcam",
     "masked_inputs",
     "minmax_normalize",
+    "nmf",
     "overlay",
     "resize_taps",
     "spatial_minmax",
@@ -282,3 +283,57 @@ def overlay(images: Tensor, cams: Tensor, table: Tensor) -> Tensor:
         index = pixels.add_(rows)
         out[:, channel] = table[channel].index_select(0, index.reshape(-1)).view(index.shape)
     return out
+
+
+def _cd_pass(rows: Tensor, gram: Tensor, prod: Tensor) -> Tensor:
+    """One cyclic coordinate-descent pass over the rows ``(k, p)`` of ``rows``, in place.
+
+    Row ``t``: ``grad = gram[t] @ rows - prod[t]``, then ``rows[t] = max(rows[t] - grad / gram[t, t], 0)`` (kept
+    where ``gram[t, t] == 0``). Returns the summed ``|projected gradient|`` before the updates (0-D).
+    """
+    violation = rows.new_zeros(())
+    for t in range(rows.shape[0]):
+        grad = gram[t] @ rows - prod[t]
+        projected = torch.where(rows[t] == 0, grad.clamp(max=0), grad)
+        violation = violation + projected.abs().sum()
+        hess = gram[t, t]
+        rows[t] = torch.where(hess != 0, (rows[t] - grad / hess).clamp(min=0), rows[t])
+    return violation
+
+
+def nmf(v: Tensor, w: Tensor, h: Tensor, max_iter: int = 200, tol: float = 1e-4) -> tuple[Tensor, Tensor, Tensor]:
+    """Non-negative matrix factorisation ``v ~ w @ h`` by cyclic coordinate descent from the start ``(w, h)``.
+
+    Each iteration updates the rows of ``w^T`` (with ``gram = h h^T``, ``prod = h v^T``), then the rows of ``h``
+    (``gram = w^T w``, ``prod = w^T v``), one component at a time (see :func:`_cd_pass`); a matrix stops after the
+    iteration whose summed ``|projected gradient|`` is at most ``tol`` times the first iteration's, or after
+    ``max_iter`` (scikit-learn's coordinate-descent NMF rule).
+
+    Args:
+        v: ``(B, m, n)`` non-negative float32/float64 matrices.
+        w: ``(B, m, k)`` non-negative start (not modified).
+        h: ``(B, k, n)`` non-negative start (not modified).
+        max_iter: iteration limit (>= 1).
+        tol: relative violation that stops a matrix.
+
+    Returns:
+        ``w`` ``(B, m, k)``, ``h`` ``(B, k, n)`` (contiguous) and the iterations run per matrix, ``(B,)`` int64.
+
+    """
+    rows_w = w.transpose(1, 2).clone(memory_format=torch.contiguous_format)
+    rows_h = h.clone(memory_format=torch.contiguous_format)
+    iterations = [_cd_solve(target, wt, ht, max_iter, tol) for target, wt, ht in zip(v, rows_w, rows_h, strict=True)]
+    count = torch.tensor(iterations, dtype=torch.int64, device=v.device)
+    return rows_w.transpose(1, 2).contiguous(), rows_h, count
+
+
+def _cd_solve(target: Tensor, wt: Tensor, h: Tensor, max_iter: int, tol: float) -> int:
+    """Solves ``target (m, n) ~ wt^T h`` in place (``wt (k, m)``, ``h (k, n)``); returns the iterations run."""
+    first = None
+    for iteration in range(1, max_iter + 1):
+        violation = _cd_pass(wt, h @ h.T, h @ target.T)
+        violation = float(violation + _cd_pass(h, wt @ wt.T, wt @ target))
+        first = violation if first is None else first
+        if first == 0 or violation / first <= tol:
+            return iteration
+    return max_iter

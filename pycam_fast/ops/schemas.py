@@ -9,7 +9,7 @@ the fake (meta) implementations that let ``torch.compile`` trace the ops.
 
 from __future__ import annotations
 
-__all__ = ["OP_NAMES", "SCHEMAS"]
+__all__ = ["CPU_ONLY_OPS", "OP_NAMES", "SCHEMAS"]
 
 #: ``{op name: schema}``, argument order = the order every backend implementation takes.
 SCHEMAS: dict[str, str] = {
@@ -26,6 +26,11 @@ SCHEMAS: dict[str, str] = {
         "ScalarType? out_dtype=None, bool channels_last=False, float eps=1e-08) -> Tensor"
     ),
     "overlay": "overlay(Tensor images, Tensor cams, Tensor table) -> Tensor",
+    "nmf": "nmf(Tensor v, Tensor w, Tensor h, int max_iter=200, float tol=0.0001) -> (Tensor, Tensor, Tensor)",
 }
 
 OP_NAMES = tuple(SCHEMAS)
+
+#: ops the extension has only a CPU kernel for (CUDA tensors run the reference): NMF's coordinate descent is a
+#: sequential loop over small matrices, a host loop of BLAS calls
+CPU_ONLY_OPS = frozenset({"nmf"})

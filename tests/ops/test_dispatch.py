@@ -16,10 +16,10 @@ from pycam_fast import _log, ops
 from pycam_fast.ops import compiled, dispatch
 from pycam_fast.ops import reference as ref
 from pycam_fast.ops import triton as triton_backend
-from pycam_fast.ops.schemas import OP_NAMES, SCHEMAS
+from pycam_fast.ops.schemas import CPU_ONLY_OPS, OP_NAMES, SCHEMAS
 from pycam_fast.utils import _table
 
-_TRITON_OPS = [op for op in OP_NAMES if op != "overlay"]
+_TRITON_OPS = [op for op in OP_NAMES if op != "overlay" and op not in CPU_ONLY_OPS]
 
 
 @pytest.fixture
@@ -45,6 +45,7 @@ def _samples() -> dict[str, tuple]:
         "gradcampp_weights_torchcam": (g,),
         "masked_inputs": (a, x, 1, 5, randn(4, 7, 9, seed=5), 0.5, torch.float16, True, 1e-8),
         "overlay": (rand(2, 3, 13, 11, seed=6), rand(2, 3, 5, seed=7), _blend_table()),
+        "nmf": (rand(2, 7, 5, seed=8), rand(2, 7, 3, seed=9), rand(2, 3, 5, seed=10), 20, 1e-4),
     }
 
 
@@ -236,7 +237,8 @@ def test_cpp_schemas_equal_the_python_ones(op) -> None:
     assert str(getattr(torch.ops.pycam_fast, op).default._schema) == str(declared)
     assert torch._C._dispatch_has_kernel_for_dispatch_key(f"pycam_fast::{op}", "CPU")
     if compiled.build_info()["cuda"]:
-        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"pycam_fast::{op}", "CUDA")
+        has_cuda = torch._C._dispatch_has_kernel_for_dispatch_key(f"pycam_fast::{op}", "CUDA")
+        assert has_cuda == (op not in CPU_ONLY_OPS)
 
 
 @pytest.mark.parametrize("op", _TRITON_OPS)
@@ -422,3 +424,10 @@ def test_import_without_triton_subprocess() -> None:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_an_extension_built_from_older_sources_serves_the_ops_it_has(monkeypatch) -> None:
+    """An op the loaded ``_C`` does not define is left out of the compiled backends (the reference runs it)."""
+    require("cpp", "cpu")
+    monkeypatch.setattr(compiled, "OP_NAMES", (*OP_NAMES, "op_of_newer_sources"))
+    assert compiled._defined_ops() == OP_NAMES

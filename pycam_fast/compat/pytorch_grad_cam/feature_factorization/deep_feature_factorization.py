@@ -5,14 +5,12 @@ non-negative, as ``V (C, N*h*w) ~ W (C, K) @ H (K, N*h*w)``: the columns of ``W`
 embeddings, the rows of ``H`` the concepts' heatmaps. As in pytorch-grad-cam 1.5.7, one factorisation covers the
 whole batch (the concepts are shared by the images).
 
-pytorch-grad-cam runs scikit-learn's ``NMF(init="random", random_state=0)`` (coordinate descent, at most 200
-iterations) on the host. :func:`nmf` here is HALS (hierarchical alternating least squares, the same coordinate
-updates) in torch on the activations' device, batched over independent matrices and over 4 fixed pseudo-random
-starts (seed 0, drawn on the CPU; the best is kept), until the error settles (at most 400 iterations, twice
-scikit-learn's limit): its reconstruction error is no worse than scikit-learn's on the same inputs (measured: at most
-0.12% above it, where every start lands in another local minimum; often well below), but the factors are not
-scikit-learn's (NMF has no unique solution), so the concepts and maps differ too. On the CPU, for the small matrices of
-DFF, the per-row torch calls make it slower than scikit-learn's compiled loop; it keeps the activations on the device.
+pytorch-grad-cam runs scikit-learn's ``NMF(init="random", random_state=0)`` on the host. :func:`nmf` here runs the
+same algorithm from the same start: scikit-learn's random init (NumPy's ``RandomState(0)`` normal draws, scaled by
+``sqrt(mean(V) / K)``), then cyclic coordinate descent with its update order and stopping rule (``tol=1e-4``, at most
+200 iterations) in one compiled op (:func:`pycam_fast.ops.nmf`: the whole loop in C++ on the CPU; other devices run
+its torch reference), so the concepts and heatmaps are grad-cam's up to float rounding (the BLAS products round
+differently) and the iteration counts match.
 """
 
 from __future__ import annotations
@@ -24,19 +22,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .... import ops
 from .._wrapper import HoldsHooks
 from ..activations_and_gradients import ActivationsAndGradients
 from ..utils.image import create_labels_legend, scale_maps, show_factorization_on_image
 
 __all__ = ["DeepFeatureFactorization", "dff", "nmf", "run_dff_on_image"]
 
-#: HALS stops when 10 iterations lower the reconstruction error by less than this fraction (or at ``max_iter``)
-NMF_TOL = 1e-5
-#: iteration limit of :func:`nmf`
-NMF_MAX_ITER = 400
-#: pseudo-random starts of :func:`nmf` (run as one batch; the best is kept)
-NMF_STARTS = 4
-_CHECK_EVERY = 10
+#: scikit-learn's NMF defaults, which pytorch-grad-cam uses
+NMF_TOL = 1e-4
+NMF_MAX_ITER = 200
 
 
 def _check_components(value: Any, name: str = "n_components") -> int:
@@ -46,59 +41,40 @@ def _check_components(value: Any, name: str = "n_components") -> int:
 
 
 def _random_start(v: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """A fixed pseudo-random start ``(B, k, m)`` (``W`` transposed) and ``(B, k, n)`` for ``v`` ``(B, m, n)``.
+    """scikit-learn's ``init="random", random_state=0`` start ``(B, m, k)``, ``(B, k, n)`` for ``v`` ``(B, m, n)``.
 
-    ``|N(0, 1)| * sqrt(mean(v) / k)`` (scikit-learn's ``init="random"`` scaling), drawn from a CPU generator
-    seeded with 0, so the start is the same on every device.
+    ``|N(0, 1)| * sqrt(mean(v) / k)`` in ``v``'s dtype: NumPy's ``RandomState(0)`` draws ``h`` first, then ``w``,
+    and the mean is NumPy's (its summation order), so the start is scikit-learn's bit for bit.
     """
-    generator = torch.Generator().manual_seed(0)
-    batch, m, n = v.shape
-    draws = torch.randn(batch, k, m + n, generator=generator, dtype=torch.float64).abs()
-    scale = (v.mean(dim=(-2, -1)).double() / k).sqrt().view(-1, 1, 1)
-    start = (draws * scale.cpu()).to(device=v.device, dtype=v.dtype)
-    return start[..., :m].contiguous(), start[..., m:].contiguous()
+    host = v.detach().cpu().numpy()
+    _, m, n = host.shape
+    draws = np.random.RandomState(0)
+    h = draws.standard_normal(size=(k, n)).astype(host.dtype, copy=False)
+    w = draws.standard_normal(size=(m, k)).astype(host.dtype, copy=False)
+    scale = np.stack([np.sqrt(matrix.mean() / k) for matrix in host])[:, None, None]
+    return (torch.from_numpy(np.abs(scale * w)).to(v.device), torch.from_numpy(np.abs(scale * h)).to(v.device))
 
 
-def _hals_sweep(rows: Tensor, products: Tensor, gram: Tensor) -> None:
-    """One pass of exact non-negative row updates of ``rows`` ``(B, k, p)`` for ``min ||target - other^T rows||``.
+def nmf(v: Tensor, n_components: int, max_iter: int = NMF_MAX_ITER, tol: float = NMF_TOL) -> tuple[Tensor, Tensor]:
+    """scikit-learn's ``NMF(n_components, init="random", random_state=0)`` factors of ``v ~ w @ h``, batched.
 
-    ``products = other @ target`` ``(B, k, p)`` and ``gram = other @ other^T`` ``(B, k, k)``; row ``j`` becomes
-    ``max(0, rows_j + (products_j - gram_j @ rows) / gram_jj)``, written as one fused product per row.
-    """
-    inverse = gram.diagonal(dim1=-2, dim2=-1).clamp(min=torch.finfo(gram.dtype).tiny).reciprocal().unsqueeze(-1)
-    shifted = products * inverse
-    coupling = gram * inverse - torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
-    for row, shift, couple in zip(rows.split(1, dim=1), shifted.split(1, dim=1), coupling.split(1, dim=1), strict=True):
-        torch.clamp(torch.baddbmm(shift, couple, rows, alpha=-1), min=0, out=row)
-
-
-def nmf(
-    v: Tensor, n_components: int, max_iter: int = NMF_MAX_ITER, tol: float = NMF_TOL, n_starts: int = NMF_STARTS
-) -> tuple[Tensor, Tensor]:
-    """Non-negative matrix factorisation ``v ~ w @ h`` (Frobenius loss), batched, on ``v``'s device.
-
-    HALS from ``n_starts`` fixed pseudo-random starts run side by side (one batch: on an accelerator, or for small
-    matrices, they cost about as much as one), until 10 iterations lower every matrix's best error by less than
-    ``tol`` (relative) or ``max_iter`` iterations; each matrix keeps its best start. NMF is non-convex: several
-    starts make a poor local minimum unlikely.
+    Each matrix gets scikit-learn's start for its shape and mean; :func:`pycam_fast.ops.nmf` then runs its
+    coordinate descent (Frobenius loss) until the relative violation is at most ``tol`` or ``max_iter`` iterations.
 
     Args:
-        v: ``(m, n)`` or ``(B, m, n)`` non-negative matrices (computed in float32 at least).
+        v: ``(m, n)`` or ``(B, m, n)`` non-negative matrices (float64 is solved in float64, the rest in float32).
         n_components: the rank ``K``.
         max_iter: iteration limit.
-        tol: relative error decrease (per 10 iterations) that stops the iterations.
-        n_starts: starts per matrix.
+        tol: relative violation that stops the iterations.
 
     Returns:
         ``w`` ``(..., m, K)`` and ``h`` ``(..., K, n)``, non-negative.
 
     Raises:
-        ValueError: a negative or non-finite ``v``, not 2-D / 3-D, or a bad ``n_components`` / ``max_iter`` /
-            ``n_starts``.
+        ValueError: a negative or non-finite ``v``, not 2-D / 3-D, or a bad ``n_components`` / ``max_iter``.
 
     """
     k = _check_components(n_components)
-    _check_components(n_starts, "n_starts")
     _check_components(max_iter, "max_iter")
     if not isinstance(v, Tensor) or v.ndim not in (2, 3):
         raise ValueError(f"`v` must be an (m, n) or (B, m, n) tensor, got {getattr(v, 'shape', type(v).__name__)}")
@@ -106,21 +82,8 @@ def nmf(
     v = (v[None] if single else v).to(torch.promote_types(v.dtype, torch.float32))
     if not bool(torch.isfinite(v).all()) or bool((v < 0).any()):
         raise ValueError("`v` must be finite and non-negative")
-    batch = v.shape[0]
-    v = v.repeat_interleave(n_starts, dim=0)  # (B * S, m, n): start s of matrix b at b * S + s
-    wt, h = _random_start(v, k)
-    vt, previous = v.transpose(-1, -2), None
-    for iteration in range(max_iter):
-        _hals_sweep(wt, h @ vt, h @ h.transpose(-1, -2))
-        _hals_sweep(h, wt @ v, wt @ wt.transpose(-1, -2))
-        if iteration % _CHECK_EVERY == _CHECK_EVERY - 1 or iteration == max_iter - 1:
-            error = torch.linalg.matrix_norm(v - wt.transpose(-1, -2) @ h).view(batch, n_starts)
-            best = error.amin(dim=1)
-            if previous is not None and bool(((previous - best) <= tol * previous).all()):
-                break
-            previous = best
-    chosen = error.argmin(dim=1) + torch.arange(batch, device=v.device) * n_starts
-    w, h = wt[chosen].transpose(-1, -2), h[chosen]
+    w, h = _random_start(v, k)
+    w, h, _ = ops.nmf(v, w, h, max_iter=max_iter, tol=tol)
     return (w[0], h[0]) if single else (w, h)
 
 
