@@ -22,8 +22,7 @@ from typing import Any
 import captum
 import captum.attr as ca
 import torch
-import torchvision
-from _machine import cpu_name, load_average
+from _machine import cpu_name, load_average, random_resnet18
 
 import pycam_fast.compat.captum as pc
 
@@ -49,9 +48,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="benchmarks/results/captum_cpu.md")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18().eval()
+    model = random_resnet18(args.threads)
     x = torch.randn(args.batch, 3, args.size, args.size)
     target = torch.randint(0, 1000, (args.batch,)).tolist()
     rows = []

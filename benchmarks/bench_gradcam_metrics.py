@@ -10,20 +10,16 @@ seed, so the same ROAD noise) is recorded too.
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import platform
-import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytorch_grad_cam
 import scipy
 import torch
-from _machine import cpu_name, fastest, load_average, ratio_table, write_lines
-from bench_gradcam_new import _model  # ResNet-18, random weights and batch-norm statistics
+from _machine import fastest, load_average, ratio_table, write_report
+from bench_gradcam_new import start  # the command line and the ResNet-18 (random weights and BN statistics)
 from pytorch_grad_cam.metrics import arcc as t_arcc
 from pytorch_grad_cam.metrics import cam_mult_image as t_mult
 from pytorch_grad_cam.metrics import road as t_road
@@ -81,13 +77,7 @@ def _cases(model: torch.nn.Module) -> list[tuple[str, Callable[[], Any], Callabl
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("only", nargs="*", help="run only the metrics whose name contains one of these")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/gradcam_metrics_cpu.md"))
-    args = parser.parse_args()
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(1)
-    model = _model()
+    args, model = start(__doc__, "benchmarks/results/gradcam_metrics_cpu.md", "metrics")
     x = torch.randn(BATCH, 3, SIZE, SIZE)
     classes = [i % 10 for i in range(BATCH)]
     their_t = [t_targets.ClassifierOutputSoftmaxTarget(c) for c in classes]
@@ -109,22 +99,22 @@ def main() -> None:
         t_ours = fastest(lambda m=ours_metric: m(x, cams, our_t, model), repeats)
         rows.append((name, t_theirs, t_ours, diff))
         print(f"{name:38s} grad-cam {t_theirs * 1e3:9.1f} ms  ours {t_ours * 1e3:8.1f} ms  max|diff| {diff:.1e}")
-    lines = [
-        "# pytorch-grad-cam drop-in `metrics` vs grad-cam 1.5.7 (CPU)",
-        "",
-        f"Date {datetime.date.today()}, {cpu_name()}, 1 thread (torch.set_num_threads(1)); Python "
+    setup = (
+        "1 thread (torch.set_num_threads(1)); Python "
         f"{platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}, scipy {scipy.__version__}, "
         f"pycam_fast {getattr(pycam_fast, '__version__', '?')}, grad-cam 1.5.7. Load average {load_average()} (2 "
         "cores: above 1, other jobs shared them and absolute times are noisier). ResNet-18 (10 classes, random "
         f"weights and BN statistics), batch {BATCH} at {SIZE}x{SIZE}, `ClassifierOutputSoftmaxTarget`, grad-cam "
         "Grad-CAM maps of `layer4` as the CAMs; fastest of N calls after a warm-up, both libraries in one process "
         "(`python benchmarks/bench_gradcam_metrics.py`). max|diff|: the largest difference between the two "
-        "results from the same torch seed (same ROAD noise).",
-        "",
-        *ratio_table("metric", [(n, a, b, f"{d:.1e}") for n, a, b, d in rows], ("max abs diff",)),
-    ]
-    write_lines(args.out, lines)
-    print(f"wrote {args.out}")
+        "results from the same torch seed (same ROAD noise)."
+    )
+    write_report(
+        args.out,
+        "pytorch-grad-cam drop-in `metrics` vs grad-cam 1.5.7 (CPU)",
+        setup,
+        ratio_table("metric", [(n, a, b, f"{d:.1e}") for n, a, b, d in rows], ("max abs diff",)),
+    )
 
 
 if __name__ == "__main__":

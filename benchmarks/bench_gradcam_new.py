@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import datetime
 import io
 import warnings
 from pathlib import Path
@@ -20,8 +19,7 @@ import numpy as np
 import pytorch_grad_cam as theirs
 import pytorch_grad_cam.base_cam
 import torch
-import torchvision
-from _machine import cpu_name, fastest, load_average, ratio_table, write_lines
+from _machine import fastest, load_average, random_resnet18, ratio_table, write_report
 from pytorch_grad_cam.utils import model_targets as their_targets
 
 from pycam_fast.compat import pytorch_grad_cam as ours
@@ -29,15 +27,26 @@ from pycam_fast.compat.pytorch_grad_cam import base_cam as _base_cam  # noqa: F4
 from pycam_fast.compat.pytorch_grad_cam.utils import model_targets as our_targets
 
 
-def _model() -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18(num_classes=10).eval()
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-1, 1)
-            module.running_var.uniform_(0.5, 2)
-            module.bias.data.uniform_(-0.5, 0.5)
-    return model
+def start(doc: str, out: str, only: str | None = None) -> tuple[argparse.Namespace, torch.nn.Module]:
+    """A grad-cam benchmark's start: its command line, no warnings, one thread and the model.
+
+    Args:
+        doc: the script's docstring (its first line describes the command).
+        out: the default ``--out`` report path.
+        only: with the positional ``NAME ...`` (run only the cases whose name contains one of these): what the cases
+            are called in its help (``"cases"``, ``"metrics"``).
+
+    Returns:
+        the parsed arguments and a ResNet-18 with 10 classes, random weights and batch-norm statistics.
+
+    """
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    if only is not None:
+        parser.add_argument("only", nargs="*", help=f"run only the {only} whose name contains one of these")
+    parser.add_argument("--out", type=Path, default=Path(out))
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    return args, random_resnet18(1, num_classes=10, random_batch_norm=True)
 
 
 def _mean_grad_weights(self, input_tensor, target_layer, targets, activations, grads):
@@ -45,13 +54,7 @@ def _mean_grad_weights(self, input_tensor, target_layer, targets, activations, g
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("only", nargs="*", help="run only the cases whose name contains one of these")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/gradcam_new_cpu.md"))
-    args = parser.parse_args()
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(1)
-    model = _model()
+    args, model = start(__doc__, "benchmarks/results/gradcam_new_cpu.md", "cases")
     x = torch.randn(16, 3, 64, 64)
     layers = [model.layer4[-1]]
     two_layers = [model.layer3[-1], model.layer4[-1]]
@@ -94,17 +97,14 @@ def main() -> None:
                 fastest(lambda: ours_gb(x, 1), 3),
             )
         )
-    lines = [
-        "# pytorch-grad-cam drop-in, newer classes vs grad-cam 1.5.7 (CPU)",
-        "",
-        f"Date {datetime.date.today()}, {cpu_name()}, 1 thread, torch {torch.__version__}; load average "
+    setup = (
+        f"1 thread, torch {torch.__version__}; load average "
         f"{load_average()}. ResNet-18 (10 classes, random weights and BN statistics), batch 16 at 64x64, fastest of "
-        "3 calls after a warm-up, both libraries in one process (`python benchmarks/bench_gradcam_new.py`).",
-        "",
-        *ratio_table("class", rows),
-    ]
-    write_lines(args.out, lines)
-    print(f"wrote {args.out}")
+        "3 calls after a warm-up, both libraries in one process (`python benchmarks/bench_gradcam_new.py`)."
+    )
+    write_report(
+        args.out, "pytorch-grad-cam drop-in, newer classes vs grad-cam 1.5.7 (CPU)", setup, ratio_table("class", rows)
+    )
 
 
 if __name__ == "__main__":

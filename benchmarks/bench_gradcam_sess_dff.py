@@ -11,10 +11,6 @@ ours: batched HALS in torch); the ratio of our reconstruction error to scikit-le
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import warnings
-from pathlib import Path
 from types import SimpleNamespace
 
 import matplotlib
@@ -23,8 +19,8 @@ import pytorch_grad_cam as theirs
 import sklearn
 import sklearn.decomposition
 import torch
-from _machine import cpu_name, fastest, load_average, ratio_table, write_lines
-from bench_gradcam_new import _model
+from _machine import fastest, load_average, ratio_table, write_report
+from bench_gradcam_new import start
 from matplotlib import cm
 from PIL import Image
 
@@ -92,30 +88,25 @@ def _run_dff_row(model: torch.nn.Module) -> tuple[str, float, float, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/gradcam_sess_dff_cpu.md"))
-    args = parser.parse_args()
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(1)
-    model = _model()
+    args, model = start(__doc__, "benchmarks/results/gradcam_sess_dff_cpu.md")
     gen = torch.Generator().manual_seed(0)
     rows = _sess_rows(model, torch.randn(2, 3, 64, 64, generator=gen))
     rows += _dff_rows(model, torch.randn(4, 3, 96, 96, generator=gen))
     rows.append(_run_dff_row(model))
     print(rows[-1], flush=True)
-    lines = [
-        "# pytorch-grad-cam drop-in: SESS and Deep Feature Factorization vs grad-cam 1.5.7 (CPU)",
-        "",
-        f"Date {datetime.date.today()}, {cpu_name()}, 1 thread, torch {torch.__version__}, grad-cam 1.5.7, "
+    setup = (
+        f"1 thread, torch {torch.__version__}, grad-cam 1.5.7, "
         f"scikit-learn {sklearn.__version__}; load average {load_average()} (2 cores: above 1, other jobs shared "
         "them). ResNet-18 (10 classes, random weights and BN statistics), `layer4`; SESS on 2 images of 64x64, DFF "
         f"on 4 images of 96x96; fastest of {REPEATS} calls after a warm-up, both libraries in one process "
-        "(`python benchmarks/bench_gradcam_sess_dff.py`).",
-        "",
-        *ratio_table("case", rows, ("check",)),
-    ]
-    write_lines(args.out, lines)
-    print(f"wrote {args.out}")
+        "(`python benchmarks/bench_gradcam_sess_dff.py`)."
+    )
+    write_report(
+        args.out,
+        "pytorch-grad-cam drop-in: SESS and Deep Feature Factorization vs grad-cam 1.5.7 (CPU)",
+        setup,
+        ratio_table("case", rows, ("check",)),
+    )
 
 
 if __name__ == "__main__":

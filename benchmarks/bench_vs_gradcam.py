@@ -25,7 +25,7 @@ import numpy as np
 import pytorch_grad_cam as pgc
 import torch
 import torchvision
-from _machine import write_lines
+from _machine import random_resnet18, write_lines
 
 import pycam_fast
 from pycam_fast.compat import pytorch_grad_cam as ours
@@ -90,9 +90,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default="benchmarks/results/vs_gradcam_cpu.md")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18().eval()  # random weights: speed does not depend on them
+    model = random_resnet18(args.threads)
     rows = []
     load_before = os.getloadavg()[0]
     for name, batch, repeats in CASES:

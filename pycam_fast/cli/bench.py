@@ -16,22 +16,26 @@ from typing import Any
 
 import torch
 
+from .common import add_command
+
 __all__ = ["add_parser", "gradcam_timings", "overlay_timings", "run", "time_call"]
 
 Timings = dict[str, float]
 
 
+#: ``pycam-fast bench``'s line in ``pycam-fast --help`` and paragraph in its own ``--help``
+_HELP = "small side-by-side benchmark against TorchCAM / pytorch-grad-cam (if installed)"
+_DESCRIPTION = """
+Time Grad-CAM on a random-weights ResNet-18 (TorchCAM, pytorch-grad-cam, the pycam_fast drop-in and Explainer) and
+batched overlays (TorchCAM's per-image overlay_mask against pycam_fast.utils.overlay) in this process, on the CPU, and
+print markdown tables of the median times and speed-ups; peers that are not installed are left out. For the full suite
+with saved JSON, plots and GPU cases, run `pytest benchmarks/ --benchmark-only` from a source checkout.
+"""
+
+
 def add_parser(subparsers: Any) -> None:
     """Register the ``bench`` sub-command."""
-    parser = subparsers.add_parser(
-        "bench",
-        help="small side-by-side benchmark against TorchCAM / pytorch-grad-cam (if installed)",
-        description="Time Grad-CAM on a random-weights ResNet-18 (TorchCAM, pytorch-grad-cam, the pycam_fast "
-        "drop-in and Explainer) and batched overlays (TorchCAM's per-image overlay_mask against "
-        "pycam_fast.utils.overlay) in this process, on the CPU, and print markdown tables of the median times and "
-        "speed-ups; peers that are not installed are left out. For the full suite with saved JSON, plots and GPU "
-        "cases, run `pytest benchmarks/ --benchmark-only` from a source checkout.",
-    )
+    parser = add_command(subparsers, "bench", run, _HELP, _DESCRIPTION)
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -39,7 +43,6 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--batch", type=int, default=8, help="Grad-CAM batch size (default: %(default)s)")
     parser.add_argument("--overlay-batch", type=int, default=64, help="overlay batch size (default: %(default)s)")
-    parser.set_defaults(run=run)
 
 
 def time_call(fn: Callable[[], object], repeats: int, clock: Callable[[], float] = time.perf_counter) -> float:

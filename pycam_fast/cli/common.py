@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import json
 import platform
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from torch import Tensor
 
 __all__ = [
     "CliError",
+    "add_command",
     "add_progress_option",
     "add_seed_option",
     "check_method",
@@ -44,6 +47,27 @@ _PACKAGES = (
 
 class CliError(Exception):
     """A setup or usage error: printed as one line on stderr, exit status 2."""
+
+
+def add_command(
+    subparsers: Any, name: str, run: Callable[[Any], int], help: str, description: str
+) -> argparse.ArgumentParser:
+    """Register a sub-command whose parsed arguments go to ``run(args) -> exit status``.
+
+    Args:
+        subparsers: the ``pycam-fast`` parser's sub-parsers action.
+        name: the command's name (``"info"``).
+        run: called with the parsed arguments (set as the ``run`` default).
+        help: the one-line help in ``pycam-fast --help``.
+        description: the paragraph of ``pycam-fast NAME --help`` (argparse folds its white space).
+
+    Returns:
+        the command's parser, for its arguments.
+
+    """
+    parser = subparsers.add_parser(name, help=help, description=description)
+    parser.set_defaults(run=run)
+    return parser
 
 
 def add_seed_option(parser: Any) -> None:

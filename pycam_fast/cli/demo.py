@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .common import check_method, save_png, versions, write_json
+from .common import add_command, check_method, save_png, versions, write_json
 
 __all__ = ["DEFAULT_METHODS", "add_parser", "held_out_accuracy", "run", "shipped_accuracy"]
 
@@ -21,16 +21,19 @@ _SCORE_BATCH = 1024  # masked images per forward for the Score-CAM family (64x64
 _CELL_INCHES, _DPI = 0.9, 100
 
 
+#: ``pycam-fast demo``'s line in ``pycam-fast --help`` and paragraph in its own ``--help``
+_HELP = "explain the shipped demo CNN on generated shapes; write overlays, a grid PNG and scores"
+_DESCRIPTION = """
+Run CAM methods on the offline demo model (synthetic shapes, 64x64) and score how well each map localises the object
+(pointing game, energy in mask). The grid's column titles read true -> predicted class. The printed accuracy counts the
+demo images, next to the model's accuracy measured on held-out images when it was trained (--accuracy-images N measures
+it here).
+"""
+
+
 def add_parser(subparsers: Any) -> None:
     """Register the ``demo`` sub-command."""
-    parser = subparsers.add_parser(
-        "demo",
-        help="explain the shipped demo CNN on generated shapes; write overlays, a grid PNG and scores",
-        description="Run CAM methods on the offline demo model (synthetic shapes, 64x64) and score how well each "
-        "map localises the object (pointing game, energy in mask). The grid's column titles read true -> predicted "
-        "class. The printed accuracy counts the demo images, next to the model's accuracy measured on held-out "
-        "images when it was trained (--accuracy-images N measures it here).",
-    )
+    parser = add_command(subparsers, "demo", run, _HELP, _DESCRIPTION)
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default: %(default)s)")
     parser.add_argument(
         "--methods", nargs="+", default=list(DEFAULT_METHODS), metavar="M", help="methods (default: %(default)s)"
@@ -45,7 +48,6 @@ def add_parser(subparsers: Any) -> None:
         help="also measure the accuracy on N held-out generated images (the shipped test seed; 1000 take a few "
         "seconds; default: %(default)s: quote the accuracy measured at training time)",
     )
-    parser.set_defaults(run=run)
 
 
 def _explain(model: torch.nn.Module, method: str, images: Tensor, labels: Tensor) -> tuple[Tensor, float]:

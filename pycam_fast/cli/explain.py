@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from ..engine.hooked import HookedExplainer, hooked_method
 from .common import (
     CliError,
+    add_command,
     add_progress_option,
     add_seed_option,
     check_method,
@@ -78,16 +79,18 @@ class _Record:
         self.errors.append({"file": str(path), "error": message})
 
 
+#: ``pycam-fast explain``'s line in ``pycam-fast --help`` and paragraph in its own ``--help``
+_HELP = "explain image files: overlay PNG and raw map (.npy) per image, plus manifest.json"
+_DESCRIPTION = """
+Compute the CAM of every image (PNG/JPEG files or folders of them) for the predicted class (or --class), and write
+<stem>.png (overlay, at the original image's size), <stem>.npy (map in [0, 1] at the model's input size) and
+manifest.json in --out. Failed inputs are reported on stderr and the exit status is 1; the others are still processed.
+"""
+
+
 def add_parser(subparsers: Any) -> None:
     """Register the ``explain`` sub-command."""
-    parser = subparsers.add_parser(
-        "explain",
-        help="explain image files: overlay PNG and raw map (.npy) per image, plus manifest.json",
-        description="Compute the CAM of every image (PNG/JPEG files or folders of them) for the predicted class "
-        "(or --class), and write <stem>.png (overlay, at the original image's size), <stem>.npy (map in [0, 1] at "
-        "the model's input size) and manifest.json in --out. Failed inputs are reported on stderr and the exit "
-        "status is 1; the others are still processed.",
-    )
+    parser = add_command(subparsers, "explain", run, _HELP, _DESCRIPTION)
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders")
     parser.add_argument("--model", default="demo", help=_MODEL_HELP + " (default: %(default)s)")
     parser.add_argument(
@@ -120,7 +123,6 @@ def add_parser(subparsers: Any) -> None:
     add_progress_option(
         parser, "progress bars with ETA (images; masked forwards of the Score-CAM family and AblationCAM)"
     )
-    parser.set_defaults(run=run)
 
 
 # -- inputs ----------------------------------------------------------------------------------------------------------

@@ -10,27 +10,42 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import CliError, add_progress_option, add_seed_option, check_method, method_choices, progress_wanted
+from .common import (
+    CliError,
+    add_command,
+    add_progress_option,
+    add_seed_option,
+    check_method,
+    method_choices,
+    progress_wanted,
+)
 from .explain import _MODEL_HELP, _check_backend, _class_index, _num_classes, _target_layer, load_model
 
 __all__ = ["add_parser", "run"]
 
+#: options passed on to :func:`pycam_fast.dataset.explain_dataset` under their own name
+_PASSED_AS_IS = ("batch_size", "shard_size", "resolution", "precision", "backend", "channels_last", "index", "seed")
+
+
+#: ``pycam-fast explain-dataset``'s line in ``pycam-fast --help`` and paragraph in its own ``--help``
+_HELP = """
+explain a whole dataset: sharded maps (safetensors), a Parquet/JSONL index and a manifest; resumable, several methods
+per pass, torchrun-aware
+"""
+_DESCRIPTION = """
+Explain every image of IMAGES (a folder, searched recursively, or a file list .txt/.lst/.csv with one path per line)
+with one or several methods (--method, repeatable: the gradient and activation methods share one forward) and write
+OUT/shards/shard-KKKKK.safetensors (one (n, H, W) tensor per method), OUT/index.parquet (or .jsonl: sample_id, source,
+shard, offset, predicted, target, score, probability, error) and OUT/manifest.json. Rerunning the same command resumes
+(finished shards are skipped). Under torchrun every rank explains its own shards (gloo on CPU, NCCL on GPU, one GPU per
+LOCAL_RANK). Read the results with pycam_fast.open_results(OUT). Images that cannot be read are recorded in the index
+with their error and the run goes on (exit status 0; 1 with --strict).
+"""
+
 
 def add_parser(subparsers: Any) -> None:
     """Register the ``explain-dataset`` sub-command."""
-    parser = subparsers.add_parser(
-        "explain-dataset",
-        help="explain a whole dataset: sharded maps (safetensors), a Parquet/JSONL index and a manifest; resumable, "
-        "several methods per pass, torchrun-aware",
-        description="Explain every image of IMAGES (a folder, searched recursively, or a file list .txt/.lst/.csv "
-        "with one path per line) with one or several methods (--method, repeatable: the gradient and activation "
-        "methods share one forward) and write OUT/shards/shard-KKKKK.safetensors (one (n, H, W) tensor per method), "
-        "OUT/index.parquet (or .jsonl: sample_id, source, shard, offset, predicted, target, score, probability, "
-        "error) and OUT/manifest.json. Rerunning the same command resumes (finished shards are skipped). Under "
-        "torchrun every rank explains its own shards (gloo on CPU, NCCL on GPU, one GPU per LOCAL_RANK). Read the "
-        "results with pycam_fast.open_results(OUT). Images that cannot be read are recorded in the index with their "
-        "error and the run goes on (exit status 0; 1 with --strict).",
-    )
+    parser = add_command(subparsers, "explain-dataset", run, _HELP, _DESCRIPTION)
     parser.add_argument("images", type=Path, metavar="IMAGES", help="image folder or file list")
     parser.add_argument("--model", default="demo", help=_MODEL_HELP + " (default: %(default)s)")
     parser.add_argument(
@@ -76,7 +91,6 @@ def add_parser(subparsers: Any) -> None:
         action="store_true",
         help="exit status 1 when some images failed (default: 0)",
     )
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,19 +129,12 @@ def run(args: argparse.Namespace) -> int:
             image_size=size,
             mean=loaded.mean,
             std=loaded.std,
-            batch_size=args.batch_size,
-            shard_size=args.shard_size,
             num_workers=args.workers,
             device=device,
-            resolution=args.resolution,
             map_dtype=args.dtype,
-            precision=args.precision,
-            backend=args.backend,
-            channels_last=args.channels_last,
-            index=args.index,
-            seed=args.seed,
             model_name=args.model,
             progress=progress,
+            **{name: getattr(args, name) for name in _PASSED_AS_IS},
         )
     except (ValueError, TypeError, FileNotFoundError) as exc:
         raise CliError(str(exc)) from exc

@@ -7,22 +7,24 @@ from typing import Any
 
 import torch
 
-from .common import versions
+from .common import add_command, versions
 
 __all__ = ["add_parser", "run"]
 
 
+#: ``pycam-fast info``'s line in ``pycam-fast --help`` and paragraph in its own ``--help``
+_HELP = "versions, available backends, extension build info, devices"
+_DESCRIPTION = """
+Print the versions of Python, pycam_fast and the related packages (torch, torchvision, the peers TorchCAM,
+pytorch-grad-cam and Captum: 'not installed' when absent), every ops backend (torch, cpp, cuda, triton) with the devices
+it runs on or why it is missing, how the compiled extension was built (CUDA kernels or CPU only), and the devices torch
+sees. Paste it into bug reports.
+"""
+
+
 def add_parser(subparsers: Any) -> None:
     """Register the ``info`` sub-command."""
-    parser = subparsers.add_parser(
-        "info",
-        help="versions, available backends, extension build info, devices",
-        description="Print the versions of Python, pycam_fast and the related packages (torch, torchvision, the "
-        "peers TorchCAM, pytorch-grad-cam and Captum: 'not installed' when absent), every ops backend (torch, cpp, "
-        "cuda, triton) with the devices it runs on or why it is missing, how the compiled extension was built "
-        "(CUDA kernels or CPU only), and the devices torch sees. Paste it into bug reports.",
-    )
-    parser.set_defaults(run=run)
+    add_command(subparsers, "info", run, _HELP, _DESCRIPTION)
 
 
 def _devices() -> list[str]:

@@ -20,7 +20,7 @@ from ..forward.ablation import Evaluator, ablation_scores, replaced_output_evalu
 from ..forward.tail import split_tail
 from ..targets import ClassIdx, OutputTarget, select_scores
 from .extractor import BatchedExtractor
-from .spec import LayerInputs, MethodSpec, register_method, weighted_activations
+from .spec import LayerInputs, define_method, weighted_activations
 
 __all__ = ["ABLATION_OFFSET", "ABLATIONCAM", "AblationCAM", "ablation_values"]
 
@@ -69,15 +69,13 @@ def _terms(layer: LayerInputs) -> Tensor:
     return ((base - layer.scores) / base).to(layer.activations.dtype)
 
 
-ABLATIONCAM = register_method(
-    MethodSpec(
-        name="AblationCAM",
-        kind="ablation",
-        terms=_terms,
-        summary="w_k = (y - y_k) / y with channel k ablated; L = ReLU(sum_k w_k A_k)",
-        options={"ablation_value": "auto"},
-        ablation_values=ablation_values,
-    )
+ABLATIONCAM = define_method(
+    "AblationCAM",
+    "ablation",
+    _terms,
+    "w_k = (y - y_k) / y with channel k ablated; L = ReLU(sum_k w_k A_k)",
+    options={"ablation_value": "auto"},
+    ablation_values=ablation_values,
 )
 
 

@@ -10,7 +10,7 @@ from .._log import logger
 from ..layers import LayerSpec, module_name
 from ..targets import check_class_range
 from .extractor import CAMExtractor
-from .spec import LayerInputs, MethodSpec, register_method, weighted_activations
+from .spec import LayerInputs, define_method, weighted_activations
 
 __all__ = ["CAM", "CAM_SPEC"]
 
@@ -23,15 +23,13 @@ def _terms(layer: LayerInputs) -> Tensor:
     return (rows.unsqueeze(0) if isinstance(class_idx, int) else rows).to(layer.activations.device)
 
 
-CAM_SPEC = register_method(
-    MethodSpec(
-        name="CAM",
-        kind="activation",
-        terms=_terms,
-        summary="w_k = W[c, k] of the linear classifier after global pooling; L = sum_k w_k A_k (no ReLU)",
-        relu=False,
-        needs_classifier=True,
-    )
+CAM_SPEC = define_method(
+    "CAM",
+    "activation",
+    _terms,
+    "w_k = W[c, k] of the linear classifier after global pooling; L = sum_k w_k A_k (no ReLU)",
+    relu=False,
+    needs_classifier=True,
 )
 
 

@@ -13,7 +13,9 @@ batched CPU copy per layer): the pytorch-grad-cam compatibility layer uses it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,9 +23,9 @@ from torch import Tensor
 
 from .extractor import CAMExtractor
 from .options import check_option
-from .spec import CamTerms, LayerInputs, MethodSpec, register_method
+from .spec import CamTerms, LayerInputs, MethodSpec, define_method
 
-__all__ = ["EIGENCAM", "EigenCAM", "principal_projection", "projection_terms"]
+__all__ = ["EIGENCAM", "EigenCAM", "define_projection_method", "principal_projection", "projection_terms"]
 
 
 def _centred_matrix(features: Tensor) -> Tensor:
@@ -97,19 +99,38 @@ def projection_terms(features: Tensor, sign: str) -> CamTerms:
     return CamTerms(projection.new_ones(1, 1), projection)
 
 
-def _terms(layer: LayerInputs) -> CamTerms:
-    return projection_terms(layer.activations, layer.options["sign"])
+def define_projection_method(
+    name: str, kind: str, features: Callable[[LayerInputs], Tensor], summary: str, **fields: Any
+) -> MethodSpec:
+    """Define and register an Eigen-CAM-style method: the projection of its features on their first component.
+
+    The terms are :func:`projection_terms` of ``features(layer)``; the method has the option ``sign`` (default
+    ``"max"``).
+
+    Args:
+        name: the method's class name.
+        kind: one of :data:`~.spec.KINDS`.
+        features: ``LayerInputs -> (N, C, *S)`` the features to project.
+        summary: the formula in one line.
+        fields: the other :class:`~.spec.MethodSpec` fields.
+
+    Returns:
+        the registered spec.
+
+    """
+
+    def terms(layer: LayerInputs) -> CamTerms:
+        return projection_terms(features(layer), layer.options["sign"])
+
+    return define_method(name, kind, terms, summary, options={"sign": "max"}, **fields)
 
 
-EIGENCAM = register_method(
-    MethodSpec(
-        name="EigenCAM",
-        kind="activation",
-        terms=_terms,
-        summary="L = ReLU(projection of the centred A on its first principal component)",
-        options={"sign": "max"},
-        class_agnostic=True,
-    )
+EIGENCAM = define_projection_method(
+    "EigenCAM",
+    "activation",
+    lambda layer: layer.activations,
+    "L = ReLU(projection of the centred A on its first principal component)",
+    class_agnostic=True,
 )
 
 

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-from .eigencam import projection_terms
+from .eigencam import define_projection_method
 from .extractor import CAMExtractor
-from .spec import CamTerms, LayerInputs, MethodSpec, register_method
 
 __all__ = ["EIGENGRADCAM", "EigenGradCAM"]
 
 
-def _terms(layer: LayerInputs) -> CamTerms:
-    return projection_terms(layer.grads * layer.activations, layer.options["sign"])  # type: ignore[operator]
-
-
-EIGENGRADCAM = register_method(
-    MethodSpec(
-        name="EigenGradCAM",
-        kind="gradient",
-        terms=_terms,
-        summary="L = ReLU(projection of the centred g * A on its first principal component)",
-        options={"sign": "max"},
-    )
+EIGENGRADCAM = define_projection_method(
+    "EigenGradCAM",
+    "gradient",
+    lambda layer: layer.grads * layer.activations,  # type: ignore[operator]
+    "L = ReLU(projection of the centred g * A on its first principal component)",
 )
 
 

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from .extractor import CAMExtractor
-from .spec import CamTerms, LayerInputs, MethodSpec, register_method
+from .spec import CamTerms, LayerInputs, define_method
 
 __all__ = ["FEM", "FEM_SPEC", "fem_weights"]
 
@@ -31,15 +31,13 @@ def _terms(layer: LayerInputs) -> CamTerms:
     return CamTerms(fem_weights(layer.activations, layer.options["k"]), layer.activations)
 
 
-FEM_SPEC = register_method(
-    MethodSpec(
-        name="FEM",
-        kind="activation",
-        terms=_terms,
-        summary="w_k = mean_S[A_k > mean_S(A_k) + k std_S(A_k)]; L = ReLU(sum_k w_k A_k)",
-        options={"k": 2.0},
-        class_agnostic=True,
-    )
+FEM_SPEC = define_method(
+    "FEM",
+    "activation",
+    _terms,
+    "w_k = mean_S[A_k > mean_S(A_k) + k std_S(A_k)]; L = ReLU(sum_k w_k A_k)",
+    options={"k": 2.0},
+    class_agnostic=True,
 )
 
 

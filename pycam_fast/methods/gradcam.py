@@ -7,7 +7,7 @@ from torch import Tensor
 
 from .. import ops
 from .extractor import CAMExtractor
-from .spec import LayerInputs, MethodSpec, register_method, weighted_activations
+from .spec import LayerInputs, define_method, weighted_activations
 
 __all__ = ["GRADCAM", "GradCAM", "filter_gradients"]
 
@@ -38,14 +38,8 @@ def _terms(layer: LayerInputs) -> Tensor:
     return ops.gradcam_weights(grads, backend=layer.backend)
 
 
-GRADCAM = register_method(
-    MethodSpec(
-        name="GradCAM",
-        kind="gradient",
-        terms=_terms,
-        summary="w_k = mean_S(dY/dA_k); L = ReLU(sum_k w_k A_k)",
-        options={"gradient_filter": None},
-    )
+GRADCAM = define_method(
+    "GradCAM", "gradient", _terms, "w_k = mean_S(dY/dA_k); L = ReLU(sum_k w_k A_k)", options={"gradient_filter": None}
 )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .extractor import CAMExtractor
-from .spec import CamTerms, LayerInputs, MethodSpec, register_method
+from .spec import CamTerms, LayerInputs, define_method
 
 __all__ = ["GRADCAM_ELEMENTWISE", "GradCAMElementWise"]
 
@@ -15,9 +15,7 @@ def _terms(layer: LayerInputs) -> CamTerms:
     return CamTerms(maps.new_ones(1, maps.shape[1]), maps)
 
 
-GRADCAM_ELEMENTWISE = register_method(
-    MethodSpec(name="GradCAMElementWise", kind="gradient", terms=_terms, summary="L = ReLU(sum_k ReLU(g_k * A_k))")
-)
+GRADCAM_ELEMENTWISE = define_method("GradCAMElementWise", "gradient", _terms, "L = ReLU(sum_k ReLU(g_k * A_k))")
 
 
 class GradCAMElementWise(CAMExtractor):

@@ -2,28 +2,42 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor
 
 from .. import ops
 from .extractor import CAMExtractor
-from .spec import LayerInputs, MethodSpec, register_method, weighted_activations
+from .spec import LayerInputs, MethodSpec, define_method, weighted_activations
 
-__all__ = ["GRADCAMPP", "GradCAMpp"]
-
-
-@weighted_activations
-def _terms(layer: LayerInputs) -> Tensor:
-    return ops.gradcampp_weights(layer.grads, layer.activations, layer.options["eps"], backend=layer.backend)  # type: ignore[arg-type]
+__all__ = ["GRADCAMPP", "GradCAMpp", "define_eps_weight_method"]
 
 
-GRADCAMPP = register_method(
-    MethodSpec(
-        name="GradCAMpp",
-        kind="gradient",
-        terms=_terms,
-        summary="alpha = g^2 / (2 g^2 + sum_S(A) g^3 + eps); w_k = sum_S(alpha relu(g)); L = ReLU(sum_k w_k A_k)",
-        options={"eps": ops.DEFAULT_EPS},
-    )
+def define_eps_weight_method(name: str, weights: Callable[..., Tensor], summary: str) -> MethodSpec:
+    """Define and register a gradient method whose channel weights are ``weights(g, A, eps, backend=...)``.
+
+    Args:
+        name: the method's class name.
+        weights: an op ``(grads, activations, eps, *, backend) -> (N, C)`` (``ops.gradcampp_weights``,
+            ``ops.xgradcam_weights``).
+        summary: the formula in one line.
+
+    Returns:
+        the registered spec, with the option ``eps`` (default ``ops.DEFAULT_EPS``).
+
+    """
+
+    @weighted_activations
+    def terms(layer: LayerInputs) -> Tensor:
+        return weights(layer.grads, layer.activations, layer.options["eps"], backend=layer.backend)
+
+    return define_method(name, "gradient", terms, summary, options={"eps": ops.DEFAULT_EPS})
+
+
+GRADCAMPP = define_eps_weight_method(
+    "GradCAMpp",
+    ops.gradcampp_weights,
+    "alpha = g^2 / (2 g^2 + sum_S(A) g^3 + eps); w_k = sum_S(alpha relu(g)); L = ReLU(sum_k w_k A_k)",
 )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .extractor import CAMExtractor
-from .spec import CamTerms, LayerInputs, MethodSpec, register_method
+from .spec import CamTerms, LayerInputs, define_method
 
 __all__ = ["HIRESCAM", "HiResCAM"]
 
@@ -12,9 +12,7 @@ def _terms(layer: LayerInputs) -> CamTerms:
     return CamTerms(layer.grads, layer.activations)  # type: ignore[arg-type]
 
 
-HIRESCAM = register_method(
-    MethodSpec(name="HiResCAM", kind="gradient", terms=_terms, summary="L = ReLU(sum_k g_k * A_k)")
-)
+HIRESCAM = define_method("HiResCAM", "gradient", _terms, "L = ReLU(sum_k g_k * A_k)")
 
 
 class HiResCAM(CAMExtractor):

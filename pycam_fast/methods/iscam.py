@@ -8,7 +8,7 @@ from typing import Any
 from torch import Tensor
 
 from .scorecam import MaskedForwardExtractor, score_terms
-from .spec import MethodSpec, register_method
+from .spec import define_method
 
 __all__ = ["ISCAM", "ISCAM_SPEC", "iscam_passes"]
 
@@ -22,15 +22,13 @@ def iscam_passes(_activations: Tensor, _inputs: Tensor, options: Mapping[str, An
     return passes
 
 
-ISCAM_SPEC = register_method(
-    MethodSpec(
-        name="ISCAM",
-        kind="score",
-        terms=score_terms,
-        summary="Score-CAM with the masked input scaled by c_i = sum_{j<=i} j / N, scores averaged over N steps",
-        options={"num_samples": 10, "top_k": None},
-        passes=iscam_passes,
-    )
+ISCAM_SPEC = define_method(
+    "ISCAM",
+    "score",
+    score_terms,
+    "Score-CAM with the masked input scaled by c_i = sum_{j<=i} j / N, scores averaged over N steps",
+    options={"num_samples": 10, "top_k": None},
+    passes=iscam_passes,
 )
 
 

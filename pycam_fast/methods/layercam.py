@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from .extractor import CAMExtractor
-from .spec import CamTerms, LayerInputs, MethodSpec, register_method
+from .spec import CamTerms, LayerInputs, define_method
 
 __all__ = ["LAYERCAM", "LayerCAM"]
 
@@ -15,9 +15,7 @@ def _terms(layer: LayerInputs) -> CamTerms:
     return CamTerms(torch.relu(layer.grads), layer.activations)  # type: ignore[arg-type]
 
 
-LAYERCAM = register_method(
-    MethodSpec(name="LayerCAM", kind="gradient", terms=_terms, summary="L = ReLU(sum_k ReLU(g_k) * A_k)")
-)
+LAYERCAM = define_method("LayerCAM", "gradient", _terms, "L = ReLU(sum_k ReLU(g_k) * A_k)")
 
 
 class LayerCAM(CAMExtractor):

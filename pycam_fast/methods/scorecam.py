@@ -18,7 +18,7 @@ from torch import Tensor
 from ..forward.scoring import ScorePlan, masked_scores
 from ..targets import ClassIdx
 from .extractor import BatchedExtractor
-from .spec import LayerInputs, MethodSpec, register_method, weighted_activations
+from .spec import LayerInputs, define_method, weighted_activations
 
 __all__ = ["SCORECAM", "MaskedForwardExtractor", "ScoreCAM", "score_terms"]
 
@@ -29,15 +29,13 @@ def score_terms(layer: LayerInputs) -> Tensor:
     return torch.softmax(layer.scores, dim=-1).to(layer.activations.dtype)  # type: ignore[arg-type]
 
 
-SCORECAM = register_method(
-    MethodSpec(
-        name="ScoreCAM",
-        kind="score",
-        terms=score_terms,
-        summary="w_k = softmax_k(Y(minmax(U(A_k)) * x)); L = ReLU(sum_k w_k A_k)",
-        options={"top_k": None},
-        passes=lambda _act, _inputs, _options: [{}],
-    )
+SCORECAM = define_method(
+    "ScoreCAM",
+    "score",
+    score_terms,
+    "w_k = softmax_k(Y(minmax(U(A_k)) * x)); L = ReLU(sum_k w_k A_k)",
+    options={"top_k": None},
+    passes=lambda _act, _inputs, _options: [{}],
 )
 
 

@@ -7,7 +7,7 @@ from torch import Tensor
 from .. import ops
 from ..ops.reference import gradcampp_from_moments
 from .extractor import CAMExtractor
-from .spec import LayerInputs, MethodSpec, register_method, weighted_activations
+from .spec import LayerInputs, define_method, weighted_activations
 
 __all__ = ["SMOOTH_GRADCAMPP", "SmoothGradCAMpp"]
 
@@ -18,15 +18,13 @@ def _terms(layer: LayerInputs) -> Tensor:
     return gradcampp_from_moments(m.mean, m.mean_sq, m.mean_cube, layer.activations, layer.options["eps"])  # type: ignore[union-attr]
 
 
-SMOOTH_GRADCAMPP = register_method(
-    MethodSpec(
-        name="SmoothGradCAMpp",
-        kind="gradient",
-        terms=_terms,
-        summary="Grad-CAM++ with D1, D2, D3 = mean g, g^2, g^3 over noisy inputs x + N(0, std^2); map of the clean A",
-        options={"num_samples": 4, "std": 0.3, "eps": ops.DEFAULT_EPS},
-        smooth=True,
-    )
+SMOOTH_GRADCAMPP = define_method(
+    "SmoothGradCAMpp",
+    "gradient",
+    _terms,
+    "Grad-CAM++ with D1, D2, D3 = mean g, g^2, g^3 over noisy inputs x + N(0, std^2); map of the clean A",
+    options={"num_samples": 4, "std": 0.3, "eps": ops.DEFAULT_EPS},
+    smooth=True,
 )
 
 

@@ -14,8 +14,8 @@ Kinds (what the front-end must provide in :class:`LayerInputs`):
   ``passes`` the method describes.
 - ``"ablation"``: ``scores`` with each channel ablated to ``ablation_values`` and the unablated ``base_scores``.
 
-Adding a method: one module in this package that builds a :class:`MethodSpec`, registers it with
-:func:`register_method` and defines its TorchCAM-style class, plus one import line in ``methods/__init__.py``.
+Adding a method: one module in this package that defines and registers its :class:`MethodSpec` with
+:func:`define_method` and defines its TorchCAM-style class, plus one import line in ``methods/__init__.py``.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ __all__ = [
     "GradMoments",
     "LayerInputs",
     "MethodSpec",
+    "define_method",
     "get_method",
     "method_names",
     "register_method",
@@ -184,6 +185,28 @@ def register_method(spec: MethodSpec) -> MethodSpec:
         raise ValueError(f"a method named {spec.name!r} is already registered")
     _REGISTRY[spec.key] = spec
     return spec
+
+
+def define_method(
+    name: str, kind: str, terms: Callable[[LayerInputs], CamTerms], summary: str, **fields: Any
+) -> MethodSpec:
+    """Build a :class:`MethodSpec` and register it (:func:`register_method`): one call per method module.
+
+    Args:
+        name: the method's class name.
+        kind: one of :data:`KINDS`.
+        terms: ``LayerInputs -> CamTerms``: the formula.
+        summary: the formula in one line.
+        fields: the other :class:`MethodSpec` fields (``options``, ``relu``, ``class_agnostic``, ``passes``...).
+
+    Returns:
+        the registered spec.
+
+    Raises:
+        ValueError: an invalid spec, or another method registered under the same name.
+
+    """
+    return register_method(MethodSpec(name, kind, terms, summary, **fields))
 
 
 def method_names() -> tuple[str, ...]:

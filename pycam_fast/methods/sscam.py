@@ -10,7 +10,7 @@ from torch import Tensor
 
 from .noise import gaussian_noise
 from .scorecam import MaskedForwardExtractor, score_terms
-from .spec import MethodSpec, register_method
+from .spec import define_method
 
 __all__ = ["SSCAM", "SSCAM_SPEC", "sscam_passes"]
 
@@ -34,15 +34,13 @@ def sscam_passes(activations: Tensor, inputs: Tensor, options: Mapping[str, Any]
     return [{"noise": _NoiseDraw(shape, options["std"], activations.device)} for _ in range(options["num_samples"])]
 
 
-SSCAM_SPEC = register_method(
-    MethodSpec(
-        name="SSCAM",
-        kind="score",
-        terms=score_terms,
-        summary="Score-CAM with masks U(minmax(A_k)) + N(0, std^2), scores averaged over num_samples draws",
-        options={"num_samples": 35, "std": 2.0, "top_k": None},
-        passes=sscam_passes,
-    )
+SSCAM_SPEC = define_method(
+    "SSCAM",
+    "score",
+    score_terms,
+    "Score-CAM with masks U(minmax(A_k)) + N(0, std^2), scores averaged over num_samples draws",
+    options={"num_samples": 35, "std": 2.0, "top_k": None},
+    passes=sscam_passes,
 )
 
 

@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-from torch import Tensor
-
 from .. import ops
 from .extractor import CAMExtractor
-from .spec import LayerInputs, MethodSpec, register_method, weighted_activations
+from .gradcampp import define_eps_weight_method
 
 __all__ = ["XGRADCAM", "XGradCAM"]
 
 
-@weighted_activations
-def _terms(layer: LayerInputs) -> Tensor:
-    return ops.xgradcam_weights(layer.grads, layer.activations, layer.options["eps"], backend=layer.backend)  # type: ignore[arg-type]
-
-
-XGRADCAM = register_method(
-    MethodSpec(
-        name="XGradCAM",
-        kind="gradient",
-        terms=_terms,
-        summary="w_k = sum_S(g A_k) / (sum_S(A_k) + eps); L = ReLU(sum_k w_k A_k)",
-        options={"eps": ops.DEFAULT_EPS},
-    )
+XGRADCAM = define_eps_weight_method(
+    "XGradCAM", ops.xgradcam_weights, "w_k = sum_S(g A_k) / (sum_S(A_k) + eps); L = ReLU(sum_k w_k A_k)"
 )
 
 

@@ -69,41 +69,47 @@ class GradCAMElementWise(BaseCAM):
     extractor_cls = methods.GradCAMElementWise
 
 
-class GradCAMPlusPlus(BaseCAM):
-    """Grad-CAM++ with pytorch-grad-cam's epsilon (1e-6)."""
+class _SpatialSumCAM(BaseCAM):
+    """A built-in gradient method whose NumPy weights need ``sum_S(A)``: :meth:`get_cam_weights` computes it once."""
 
-    extractor_cls = methods.GradCAMpp
-    weight_kwargs: ClassVar[dict[str, Any]] = {"eps": 1e-6}
     _eigen_generic = True
 
     def get_cam_weights(
         self, input_tensor: Tensor, target_layer: nn.Module, targets: Any, activations: Any, grads: Any
     ) -> np.ndarray:
-        """``(N, C)`` Grad-CAM++ weights from NumPy arrays.
-
-        ``sum_S(relu(g) a)`` with ``a = g^2 / (2 g^2 + sum_S(A) g^3 + 1e-6)`` (0 where ``g == 0``).
-        """
+        """``(N, C)`` weights from NumPy arrays: :meth:`_numpy_weights` of ``g``, ``A`` and ``sum_S(A)``."""
         axes = _spatial_axes(activations)
+        total = np.sum(activations, axis=axes).reshape(activations.shape[:2] + (1,) * len(axes))
+        return self._numpy_weights(grads, activations, total, axes)
+
+    def _numpy_weights(self, grads: Any, activations: Any, total: Any, axes: tuple[int, ...]) -> np.ndarray:
+        """``(N, C)`` weights of ``(N, C, *S)`` gradients and activations, ``total = sum_S(A)`` ``(N, C, 1, ...)``."""
+        raise NotImplementedError
+
+
+class GradCAMPlusPlus(_SpatialSumCAM):
+    """Grad-CAM++ with pytorch-grad-cam's epsilon (1e-6).
+
+    NumPy weights ``sum_S(relu(g) a)`` with ``a = g^2 / (2 g^2 + sum_S(A) g^3 + 1e-6)`` (0 where ``g == 0``).
+    """
+
+    extractor_cls = methods.GradCAMpp
+    weight_kwargs: ClassVar[dict[str, Any]] = {"eps": 1e-6}
+
+    def _numpy_weights(self, grads: Any, activations: Any, total: Any, axes: tuple[int, ...]) -> np.ndarray:
         g2 = grads**2
         g3 = g2 * grads
-        total = np.sum(activations, axis=axes).reshape(activations.shape[:2] + (1,) * len(axes))
         alpha = np.where(grads != 0, g2 / (2 * g2 + total * g3 + 1e-6), 0)
         return np.sum(np.maximum(grads, 0) * alpha, axis=axes)
 
 
-class XGradCAM(BaseCAM):
-    """XGrad-CAM with pytorch-grad-cam's epsilon (1e-7)."""
+class XGradCAM(_SpatialSumCAM):
+    """XGrad-CAM with pytorch-grad-cam's epsilon (1e-7): NumPy weights ``sum_S(g A / (sum_S(A) + 1e-7))``."""
 
     extractor_cls = methods.XGradCAM
     weight_kwargs: ClassVar[dict[str, Any]] = {"eps": 1e-7}
-    _eigen_generic = True
 
-    def get_cam_weights(
-        self, input_tensor: Tensor, target_layer: nn.Module, targets: Any, activations: Any, grads: Any
-    ) -> np.ndarray:
-        """``(N, C)`` XGrad-CAM weights ``sum_S(g A / (sum_S(A) + 1e-7))`` from NumPy arrays."""
-        axes = _spatial_axes(activations)
-        total = np.sum(activations, axis=axes).reshape(activations.shape[:2] + (1,) * len(axes))
+    def _numpy_weights(self, grads: Any, activations: Any, total: Any, axes: tuple[int, ...]) -> np.ndarray:
         return (grads * activations / (total + 1e-7)).sum(axis=axes)
 
 
