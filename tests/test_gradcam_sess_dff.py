@@ -492,3 +492,21 @@ def test_dff_bad_arguments():
     with pytest.raises(ValueError, match="`img_tensor`"):
         ours.run_dff_on_image(model, model.features[4], model.fc, image, torch.rand(3, 24, 20))
     assert _no_hooks(model)
+
+
+def test_dff_runs_the_copy_only_where_the_model_computes_the_same():
+    x = _input(2, (24, 20), seed=2)
+    model = _small(4)
+    fast = ours.DeepFeatureFactorization(model, model.features[4])
+    _factors_close(fast(x, 3)[0], pgc.DeepFeatureFactorization(model, model.features[4])(x, 3)[0])
+    assert fast._fast_forward.held_copy is not None  # eval mode, no hooks: the optimised copy ran
+    # features[2]'s output is modified by the ReLU(inplace=True) after it: grad-cam's hooks see the modified tensor
+    in_place = ours.DeepFeatureFactorization(model, model.features[2])
+    want = pgc.DeepFeatureFactorization(model, model.features[2])(x, 3)
+    for got, expected in zip(in_place(x, 3), want, strict=True):
+        _factors_close(np.asarray(got), np.asarray(expected))
+    model.train()  # the copy is always in eval mode: the user's model runs
+    training = ours.DeepFeatureFactorization(model, model.features[4])
+    _factors_close(training(x, 3)[0], pgc.DeepFeatureFactorization(model, model.features[4])(x, 3)[0])
+    assert training._fast_forward.held_copy is None and model.training
+    assert _no_hooks(model)

@@ -199,6 +199,10 @@ class DeepFeatureFactorization(HoldsHooks):
             outputs = self.computation_on_concepts(concepts.float().T.contiguous())
         return (*result, outputs.detach().cpu().numpy())
 
+    #: run the layers on the optimised private copy where possible (building it costs about a dozen forwards of a
+    #: small batch, so one-off factorisations such as :func:`run_dff_on_image` switch it off)
+    optimized_copy: bool = True
+
     def _activations(self, x: Tensor) -> Tensor:
         activations = self._copy_activations(x)
         return self._hooked_activations(x) if activations is None else activations
@@ -211,7 +215,12 @@ class DeepFeatureFactorization(HoldsHooks):
         not modified in place afterwards.
         """
         forward = self._fast_forward
-        if forward is None or forward.unavailable() is not None or forward.copy_unavailable(x) is not None:
+        if (
+            not self.optimized_copy
+            or forward is None
+            or forward.unavailable() is not None
+            or forward.copy_unavailable(x) is not None
+        ):
             return None
         with torch.no_grad():
             # targets=[]: no explained category (the classes of a non-classifier output are never asked for)
@@ -283,6 +292,7 @@ def run_dff_on_image(
     if image.shape[:2] != tuple(img_tensor.shape[-2:]):
         raise ValueError(f"`img_pil` is {image.shape[:2]} but `img_tensor` is {tuple(img_tensor.shape[-2:])} (H, W)")
     with DeepFeatureFactorization(model, target_layer, reshape_transform, classifier) as factorization:
+        factorization.optimized_copy = False  # one call: building the copy would cost more than it saves
         _, explanations, concept_outputs = factorization(img_tensor[None], n_components)
     scores = torch.softmax(torch.from_numpy(concept_outputs), dim=-1).numpy()
     legend = create_labels_legend(scores, labels=labels, top_k=top_k)
