@@ -193,7 +193,8 @@ def nmf(
         h: ``(B, k, n)`` non-negative start (not modified).
         max_iter: iteration limit (>= 1).
         tol: relative violation that stops a matrix.
-        backend: ``"auto"`` or a backend name (``cpp`` on CPU; other devices run the reference).
+        backend: ``"auto"`` or a backend name (``cpp`` on CPU; ``cuda`` solves host copies with the CPU kernel
+            and returns the factors on the device; other devices run the reference).
 
     Returns:
         ``w`` ``(B, m, k)``, ``h`` ``(B, k, n)`` in the solved dtype and the iterations run per matrix, ``(B,)`` int64.

@@ -153,8 +153,21 @@ def _impls() -> dict[str, Impl]:
     return {op: Impl(getattr(torch.ops.pycam_fast, op), _UNSUPPORTED[op]) for op in _DEFINED}
 
 
+def _nmf_on_host(v: Tensor, w: Tensor, h: Tensor, max_iter: int, tol: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``nmf`` of device tensors by the CPU kernel on host copies, results back on the device.
+
+    Coordinate descent is a sequential loop of small products: on a GPU each component update is a few tiny
+    launches (about 6 * 2K per iteration), so for DFF's matrices (C x N*h*w, a few hundred KB) the host loop wins,
+    as pytorch-grad-cam's host solve does.
+    """
+    solved = torch.ops.pycam_fast.nmf(v.cpu(), w.cpu(), h.cpu(), max_iter, tol)
+    return tuple(t.to(v.device) for t in solved)  # type: ignore[return-value]
+
+
 def _load_cuda() -> dict[str, Impl]:
     impls = {op: impl for op, impl in _impls().items() if op not in CPU_ONLY_OPS}
+    if "nmf" in _DEFINED:
+        impls["nmf"] = Impl(_nmf_on_host, _nmf_unsupported)
     if not _C.build_info()["cuda"]:
         raise BackendUnavailable(f"pycam_fast._C was built without CUDA (no GPU visible at build time); {_REBUILD}")
     if not torch.cuda.is_available():

@@ -31,6 +31,6 @@ SCHEMAS: dict[str, str] = {
 
 OP_NAMES = tuple(SCHEMAS)
 
-#: ops the extension has only a CPU kernel for (CUDA tensors run the reference): NMF's coordinate descent is a
-#: sequential loop over small matrices, a host loop of BLAS calls
+#: ops the extension has only a CPU kernel for: NMF's coordinate descent is a sequential loop of small BLAS calls,
+#: which the ``cuda`` backend runs on host copies (``compiled._nmf_on_host``)
 CPU_ONLY_OPS = frozenset({"nmf"})

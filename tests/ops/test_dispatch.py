@@ -313,6 +313,8 @@ _CASES = _opcheck_cases()
 def test_opcheck_compiled(index, device) -> None:
     require("cpp" if device == "cpu" else "cuda", device)
     op, args = _CASES[index]
+    if device == "cuda" and op in CPU_ONLY_OPS:
+        pytest.skip(f"{op} has no CUDA kernel (the cuda backend solves host copies)")
     args = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in args)
     torch.library.opcheck(getattr(torch.ops.pycam_fast, op).default, args)
 

@@ -13,6 +13,7 @@ import torch
 from tolerances import BF16, F16, F32, F64, TARGETS, rand, require
 
 from pycam_fast import ops
+from pycam_fast.ops import compiled
 from pycam_fast.ops import reference as ref
 
 pytestmark = pytest.mark.parametrize(("backend", "device"), [TARGETS[0], TARGETS[2]])
@@ -100,3 +101,13 @@ def test_equals_sklearn_from_the_same_start(backend, device) -> None:
     _assert_factors_close((w[0], h[0]), (torch.from_numpy(want_w), torch.from_numpy(model.components_)), F32)
     error = float(torch.linalg.matrix_norm(v[0] - w[0].cpu() @ h[0].cpu()))
     assert np.isclose(error, model.reconstruction_err_, rtol=1e-4)
+
+
+def test_host_solve_of_device_tensors_equals_the_kernel(backend, device) -> None:
+    """The ``cuda`` backend's NMF: the CPU kernel on host copies, the factors back on the tensors' device."""
+    require(backend, device)
+    v, w0, h0 = _problem(2, 9, 11, 3, F32, device, seed=13)
+    got = compiled._nmf_on_host(v, w0, h0, 50, 1e-4)
+    want = torch.ops.pycam_fast.nmf(v.cpu(), w0.cpu(), h0.cpu(), 50, 1e-4)
+    for mine, expected in zip(got, want, strict=True):
+        assert mine.device == v.device and torch.equal(mine.cpu(), expected)

@@ -8,8 +8,8 @@ whole batch (the concepts are shared by the images).
 pytorch-grad-cam runs scikit-learn's ``NMF(init="random", random_state=0)`` on the host. :func:`nmf` here runs the
 same algorithm from the same start: scikit-learn's random init (NumPy's ``RandomState(0)`` normal draws, scaled by
 ``sqrt(mean(V) / K)``), then cyclic coordinate descent with its update order and stopping rule (``tol=1e-4``, at most
-200 iterations) in one compiled op (:func:`pycam_fast.ops.nmf`: the whole loop in C++ on the CPU; other devices run
-its torch reference), so the concepts and heatmaps are grad-cam's up to float rounding (the BLAS products round
+200 iterations) in one compiled op (:func:`pycam_fast.ops.nmf`: the whole loop in C++ on the CPU, for CUDA
+activations too, on host copies of the small matrix), so the concepts and heatmaps are grad-cam's up to float rounding (the BLAS products round
 differently) and the iteration counts match.
 """
 
