@@ -500,6 +500,12 @@ def test_dff_runs_the_copy_only_where_the_model_computes_the_same():
     fast = ours.DeepFeatureFactorization(model, model.features[4])
     _factors_close(fast(x, 3)[0], pgc.DeepFeatureFactorization(model, model.features[4])(x, 3)[0])
     assert fast._fast_forward.held_copy is not None  # eval mode, no hooks: the optimised copy ran
+    flipped = ours.DeepFeatureFactorization(model, model.features[4], lambda t: t.flip(-1)[..., 1:])
+    want = pgc.DeepFeatureFactorization(model, model.features[4], lambda t: t.flip(-1)[..., 1:])(x, 3)
+    got = flipped(x, 3)  # the copy's activations go through the reshape_transform too
+    _factors_close(got[0], want[0])
+    np.testing.assert_allclose(np.stack(got[1]), np.stack(want[1]), atol=HEATMAP_TOL, rtol=0)
+    assert flipped._fast_forward.held_copy is not None
     # features[2]'s output is modified by the ReLU(inplace=True) after it: grad-cam's hooks see the modified tensor
     in_place = ours.DeepFeatureFactorization(model, model.features[2])
     want = pgc.DeepFeatureFactorization(model, model.features[2])(x, 3)
@@ -510,3 +516,24 @@ def test_dff_runs_the_copy_only_where_the_model_computes_the_same():
     _factors_close(training(x, 3)[0], pgc.DeepFeatureFactorization(model, model.features[4])(x, 3)[0])
     assert training._fast_forward.held_copy is None and model.training
     assert _no_hooks(model)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_dff_vit_reshape_transform_equals_gradcam(batch):
+    """Token activations through the ViT transform (grad-cam applies it to the hooked output; ours too)."""
+    from pytorch_grad_cam.utils import reshape_transforms as pgc_reshape
+
+    from pycam_fast.compat.pytorch_grad_cam.utils import reshape_transforms as our_reshape
+
+    torch.manual_seed(2)
+    vit = torchvision.models.VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=16, num_classes=5
+    ).eval()
+    layer = vit.encoder.layers[-1].ln_1
+    x = _input(batch, (32, 32), seed=batch)
+    want = pgc.DeepFeatureFactorization(vit, layer, lambda t: pgc_reshape.vit_reshape_transform(t, 4, 4))(x, 3)
+    got = ours.DeepFeatureFactorization(vit, layer, lambda t: our_reshape.vit_reshape_transform(t, 4, 4))(x, 3)
+    _factors_close(got[0], want[0])
+    for mine, theirs in zip(got[1], want[1], strict=True):
+        np.testing.assert_allclose(mine, theirs, atol=HEATMAP_TOL, rtol=0)
+    assert _no_hooks(vit)
