@@ -380,37 +380,31 @@ def test_no_hook_left_on_the_model(model):
     assert _hook_count(model) == before
 
 
-def _imputation_system(batch: int, seed: int):
+def _imputation_problem(batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     images = torch.randn(batch, 3, 21, 27, generator=gen)
-    masks = (torch.rand(batch, 21, 27, generator=gen) > torch.linspace(0.2, 0.8, batch).view(-1, 1, 1)).float()
-    *entries, rhs, unknown = o_road._assemble(images, masks, o_road.neighbors_weights)
-    return entries, rhs, unknown.flatten(1).sum(1).tolist()
+    masks = (torch.rand(batch, 21, 27, generator=gen) > torch.linspace(0.2, 0.95, batch).view(-1, 1, 1)).float()
+    masks[0, :, :] = 1.0  # an image without unknowns
+    masks[0, 4, 5] = 0.0  # ... but one isolated unknown pixel (bandwidth 0)
+    masks[-1, 3:8, 2:20] = 0.3  # neither known nor imputed (grad-cam reads masks as binary)
+    return images, masks
 
 
-def test_banded_solve_in_groups_and_superlu_agree(monkeypatch):
-    """The banded Cholesky, in one LAPACK call or one per image, and SuperLU give the same imputed values."""
-    entries, rhs, counts = _imputation_system(5, seed=3)
-    dense = torch.sparse_coo_tensor(torch.stack(entries[:2]), entries[2], (rhs.shape[0],) * 2).to_dense()
+def test_banded_solution_equals_superlu_and_a_dense_solve(monkeypatch):
+    """Per-image banded Cholesky, SuperLU and a dense solve of the same systems agree."""
+    images, masks = _imputation_problem(5, seed=3)
+    rows, cols, vals, rhs, _ = o_road._assemble(images, masks, o_road.neighbors_weights)
+    dense = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (rhs.shape[0],) * 2).to_dense()
     expected = torch.linalg.solve(dense, rhs).numpy()
-    banded = o_road._solve(*entries, rhs, definite=True, counts=counts)
-    monkeypatch.setattr(o_road, "_BAND_BYTES", 1)  # every image alone
-    per_image = o_road._solve(*entries, rhs, definite=True, counts=counts)
-    monkeypatch.setattr(o_road, "BANDED_MAX_BANDWIDTH", 0)  # SuperLU
-    superlu = o_road._solve(*entries, rhs, definite=True, counts=counts)
-    for got in (banded, per_image, superlu):
-        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(o_road._banded_solution(images, masks), expected, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(o_road._solve(rows, cols, vals, rhs, definite=True), expected, rtol=0, atol=1e-10)
+    monkeypatch.setattr(o_road, "BANDED_MAX_BANDWIDTH", 0)  # the bandwidth of the other images is above it
+    assert o_road._banded_solution(images, masks) is None
+    np.testing.assert_allclose(o_road._group_solution(images, masks, "definite"), expected, rtol=0, atol=1e-10)
 
 
-def test_banded_solve_declines_an_indefinite_system():
-    rows, cols = torch.tensor([0, 0, 1]), torch.tensor([0, 1, 1])
-    vals = torch.tensor([1.0, 2.0, 1.0], dtype=torch.float64)  # [[1, 2], [2, 1]]: eigenvalues 3 and -1
-    assert o_road._solve_banded(rows, cols, vals, torch.ones(2, 3, dtype=torch.float64), [2]) is None
-
-
-@pytest.mark.parametrize(
-    "counts,limit,expected",
-    [([3, 4, 2], 7, [(0, 7), (7, 9)]), ([3, 4, 2], 1, [(0, 3), (3, 7), (7, 9)]), ([0, 5, 0], 9, [(0, 5)]), ([], 4, [])],
-)
-def test_groups_of_whole_images(counts, limit, expected):
-    assert o_road._groups(counts, limit) == expected
+def test_cholesky_solve_declines_an_indefinite_band():
+    band = np.array([[0.0, 2.0], [1.0, 1.0]])  # upper band storage of [[1, 2], [2, 1]]: eigenvalues 3 and -1
+    assert o_road._cholesky_solve(band, np.ones((2, 3))) is None
+    spd = np.array([[0.0, -1.0], [2.0, 2.0]])  # [[2, -1], [-1, 2]]
+    np.testing.assert_allclose(o_road._cholesky_solve(spd, np.ones((2, 1))), np.ones((2, 1)))

@@ -2,12 +2,12 @@
 
 Same classes, signatures, defaults and numbers as grad-cam. The noisy linear imputation sets up grad-cam's sparse
 system (each imputed pixel is the weighted mean of its 8 neighbours) for every image and every percentile of a call
-at once, with torch ops on the input's device, and solves all the systems as ONE block-diagonal system in float64 on
-the CPU: by banded Cholesky (LAPACK through SciPy; row-major unknowns make the band about the image width) up to
-:data:`BANDED_MAX_BANDWIDTH`, else by SuperLU (the solver grad-cam calls per image); the imputed values agree with
-grad-cam's to float32 rounding. The noise is drawn from torch's global CPU generator with grad-cam's shapes and in
-grad-cam's order (percentile by percentile, sample by sample), so a seeded call reproduces grad-cam's noisy results.
-The forwards are batched as described in :mod:`.perturbation_confidence`.
+at once, with torch ops, and solves it in float64 on the CPU: one banded Cholesky per image (LAPACK through SciPy;
+row-major unknowns make the band at most the image width) up to :data:`BANDED_MAX_BANDWIDTH`, else SuperLU on one
+block-diagonal system (the solver grad-cam calls per image); the imputed values agree with grad-cam's to float32
+rounding. The noise is drawn from torch's global CPU generator with grad-cam's shapes and in grad-cam's order
+(percentile by percentile, sample by sample), so a seeded call reproduces grad-cam's noisy results. The forwards are
+batched as described in :mod:`.perturbation_confidence`.
 
 As in grad-cam, :class:`NoisyLinearImputer` always uses :data:`neighbors_weights` (its ``weighting`` argument is
 stored but not used), masks are read as binary (``== 0``: imputed, ``> 0.5``: known), and ``"auto"`` percentiles
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.linalg import solveh_banded
+from scipy.linalg.lapack import dpbsv
 from scipy.sparse import coo_matrix, csc_matrix, lil_matrix
 from scipy.sparse.linalg import splu, spsolve
 from torch import Tensor, nn
@@ -76,8 +76,34 @@ def _pad_int(grid: Tensor, fill: float) -> Tensor:
     return out
 
 
+def _diagonal(height: int, width: int, weights: Weights, device: torch.device) -> Tensor:
+    """``(H, W)`` float64 sum of each pixel's in-image neighbour weights (``1 - `` the weights of those outside)."""
+    inside = torch.ones((height, width), dtype=torch.bool, device=device)
+    diagonal = torch.ones((height, width), dtype=torch.float64, device=device)
+    for offset, weight in weights:
+        diagonal = torch.where(_shift(inside, offset, False), diagonal, diagonal - weight)
+    return diagonal
+
+
+def _right_hand_side(images: Tensor, known: Tensor, weights: Weights) -> Tensor:
+    """``(C, S, H, W)`` float64 ``-sum_{known q} w_q I_q`` of every pixel's neighbours, in grad-cam's rounding.
+
+    grad-cam subtracts the float32 products ``w * I`` from a float64 vector, neighbour by neighbour; the products of
+    each distinct weight are formed once here, padded, and subtracted through shifted windows in the same order.
+    """
+    height, width = known.shape[-2:]
+    channels_first = images.transpose(0, 1)
+    products: dict[float, Tensor] = {}
+    rhs = torch.zeros((images.shape[1], *known.shape), dtype=torch.float64, device=images.device)
+    for (dy, dx), weight in weights:
+        if weight not in products:
+            products[weight] = F.pad(torch.where(known, channels_first * weight, 0.0).double(), (1, 1, 1, 1))
+        rhs -= products[weight][..., 1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width]
+    return rhs
+
+
 def _assemble(images: Tensor, masks: Tensor, weights: Weights) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """grad-cam's imputation systems of ``S`` images as one block-diagonal system, in float64.
+    """grad-cam's imputation systems of ``S`` images as one block-diagonal sparse system, in float64.
 
     The unknowns are the pixels with ``mask == 0``, numbered image by image in row-major order. The equation of
     unknown ``p``: ``-(sum of in-image neighbour weights) x_p + sum_{unknown q} w_q x_q = -sum_{known q} w_q I_q``.
@@ -93,49 +119,35 @@ def _assemble(images: Tensor, masks: Tensor, weights: Weights) -> tuple[Tensor, 
 
     """
     unknown = masks == 0
-    known = masks > 0.5
     ids = (torch.cumsum(unknown.flatten(), 0) - 1).view(unknown.shape)
-    inside = torch.ones(unknown.shape[-2:], dtype=torch.bool, device=masks.device)
-    diagonal = torch.ones(unknown.shape[-2:], dtype=torch.float64, device=masks.device)
-    rhs = torch.zeros((images.shape[1], *unknown.shape), dtype=torch.float64, device=images.device)
-    channels_first = images.transpose(0, 1)
     rows, cols, vals = [], [], []
     for offset, weight in weights:
-        diagonal = torch.where(_shift(inside, offset, False), diagonal, diagonal - weight)
         links = unknown & _shift(unknown, offset, False)
         rows.append(ids[links])
         cols.append(_shift(ids, offset, 0)[links])
         vals.append(torch.full(rows[-1].shape, weight, dtype=torch.float64, device=masks.device))
-        sources = unknown & _shift(known, offset, False)
-        rhs = rhs - torch.where(sources, (_shift(channels_first, offset, 0.0) * weight).double(), 0.0)
     rows.append(ids[unknown])
     cols.append(rows[-1])
+    diagonal = _diagonal(*unknown.shape[-2:], weights, masks.device)
     vals.append(-diagonal.expand_as(unknown)[unknown])
+    rhs = _right_hand_side(images, masks > 0.5, weights)
     return torch.cat(rows), torch.cat(cols), torch.cat(vals), rhs[:, unknown].t(), unknown
 
 
-#: up to this bandwidth (row-major unknowns: about the image width) a banded Cholesky beats SuperLU on these
+#: up to this bandwidth (row-major unknowns: at most the image width + 1) a banded Cholesky beats SuperLU on these
 #: systems: measured 2.6x at 64 px, 1.9x at 128, 1.4x at 160 and 0.88x at 224 (16 images, one thread)
 BANDED_MAX_BANDWIDTH = 160
-#: band storage of one LAPACK call: larger groups of images are solved in several calls
-_BAND_BYTES = 256 * 2**20
 
 
-def _solve(rows: Tensor, cols: Tensor, vals: Tensor, rhs: Tensor, definite: bool, counts: list[int]) -> np.ndarray:
-    """``(n, C)`` float64 solution of the block-diagonal sparse system (one block of ``counts[i]`` unknowns per image).
+def _solve(rows: Tensor, cols: Tensor, vals: Tensor, rhs: Tensor, definite: bool) -> np.ndarray:
+    """``(n, C)`` float64 solution of the sparse system, with SuperLU on the CPU (as grad-cam).
 
     A ``definite`` system (every image has a known pixel: the negated matrix is symmetric positive definite) is
-    solved by banded Cholesky (LAPACK) up to :data:`BANDED_MAX_BANDWIDTH`, else factorised by SuperLU with a
-    symmetric ordering and diagonal pivots; any other goes through grad-cam's ``spsolve`` call.
+    factorised with a symmetric ordering and diagonal pivots; any other goes through grad-cam's ``spsolve`` call.
     """
     n = rhs.shape[0]
     if n == 0:
         return np.zeros((0, rhs.shape[1]))
-    if definite:
-        upper = cols >= rows
-        solution = _solve_banded(rows[upper], cols[upper], -vals[upper], rhs, counts)
-        if solution is not None:
-            return solution
     matrix = csc_matrix((vals.cpu().numpy(), (rows.cpu().numpy(), cols.cpu().numpy())), shape=(n, n))
     if not definite:
         return np.asarray(spsolve(matrix, rhs.cpu().numpy())).reshape(n, -1)
@@ -143,65 +155,76 @@ def _solve(rows: Tensor, cols: Tensor, vals: Tensor, rhs: Tensor, definite: bool
     return factor.solve(rhs.cpu().numpy())
 
 
-def _solve_banded(rows: Tensor, cols: Tensor, vals: Tensor, rhs: Tensor, counts: list[int]) -> np.ndarray | None:
-    """``-solution`` of the SPD system given by its upper entries (``rows <= cols``), by banded Cholesky.
+def _banded_solution(images: Tensor, masks: Tensor) -> np.ndarray | None:
+    """``(n, C)`` float64 solution of the images' systems (each with a known pixel), one banded Cholesky per image.
 
-    The images' blocks are independent, so groups of whole images are solved per LAPACK call, each group's band
-    storage ``(bandwidth + 1, unknowns)`` under :data:`_BAND_BYTES`. ``None``: the bandwidth is above
-    :data:`BANDED_MAX_BANDWIDTH`, or a block is not numerically positive definite (SuperLU then solves it).
+    The negated matrix of an image is symmetric positive definite; with row-major unknowns only the neighbours
+    after a pixel (right, and the row below) lie above the diagonal, at most the image width + 1 away. Each image
+    gets its own bandwidth (the largest id distance of its links): a sparse mask has a narrow band.
+    ``None``: a bandwidth above :data:`BANDED_MAX_BANDWIDTH`, or a block that is not numerically positive
+    definite (SuperLU then solves the systems).
     """
-    rows, cols, vals = rows.cpu(), cols.cpu(), vals.cpu()
-    bandwidth = int((cols - rows).max())
-    if bandwidth > BANDED_MAX_BANDWIDTH:
+    images, masks = images.cpu(), masks.cpu()
+    unknown = masks == 0
+    ids = (torch.cumsum(unknown.flatten(1), 1) - 1).view(unknown.shape)  # per image
+    later = [(offset, weight) for offset, weight in neighbors_weights if offset > (0, 0)]
+    links = torch.stack([unknown & _shift(unknown, offset, False) for offset, _ in later], 1)  # (S, L, H, W)
+    distance = torch.where(links, torch.stack([_shift(ids, o, 0) for o, _ in later], 1) - ids[:, None], 0)
+    bandwidths = distance.flatten(1).amax(1).tolist() if links.numel() else [0] * len(unknown)
+    if max(bandwidths, default=0) > BANDED_MAX_BANDWIDTH:
         return None
-    out = np.empty(tuple(rhs.shape))
-    right = rhs.cpu().numpy()
-    for start, stop in _groups(counts, _BAND_BYTES // ((bandwidth + 1) * 8)):
-        inside = (cols >= start) & (cols < stop)
-        r, c = rows[inside] - start, cols[inside] - start
-        band = torch.zeros((bandwidth + 1, stop - start), dtype=torch.float64)
-        band[bandwidth + r - c, c] = vals[inside]
-        try:
-            out[start:stop] = -solveh_banded(band.numpy(), right[start:stop], check_finite=False)
-        except np.linalg.LinAlgError:
+    diagonal = _diagonal(*unknown.shape[-2:], neighbors_weights, unknown.device)
+    rhs = _right_hand_side(images, masks > 0.5, neighbors_weights)
+    couplings = torch.tensor([-weight for _, weight in later], dtype=torch.float64).view(-1, 1, 1)
+    solutions = []
+    for i, bandwidth in enumerate(bandwidths):  # per image: small tensors (one batch-wide pass measured slower)
+        inside, linked = unknown[i], links[i]
+        # built transposed, so that LAPACK gets a column-major (Fortran) band without a copy
+        band = torch.zeros((int(inside.sum()), bandwidth + 1), dtype=torch.float64)
+        band[:, bandwidth] = diagonal[inside]
+        band[(ids[i] + distance[i])[linked], bandwidth - distance[i][linked]] = couplings.expand_as(linked)[linked]
+        solution = _cholesky_solve(band.numpy().T, rhs[:, i][:, inside].numpy().T)
+        if solution is None:
             return None
-    return out
+        solutions.append(-solution)
+    return np.concatenate(solutions) if solutions else np.zeros((0, images.shape[1]))
 
 
-def _groups(counts: list[int], limit: int) -> list[tuple[int, int]]:
-    """``[start, stop)`` unknown ranges of consecutive whole images, each at most ``limit`` (or one image)."""
-    groups, start, stop = [], 0, 0
-    for count in counts:
-        if stop > start and stop - start + count > limit:
-            groups.append((start, stop))
-            start = stop
-        stop += count
-    return [*groups, (start, stop)] if stop > start else groups
+def _cholesky_solve(band: np.ndarray, rhs: np.ndarray) -> np.ndarray | None:
+    """``x`` of ``M x = rhs`` for the SPD ``M`` in LAPACK's upper band storage (``None``: not positive definite)."""
+    if band.shape[1] == 0:
+        return np.zeros(rhs.shape)
+    _, solution, info = dpbsv(band, rhs, lower=0, overwrite_ab=1)
+    return solution if info == 0 else None
 
 
 @functools.lru_cache(maxsize=8)
 def _blank_solution(height: int, width: int, channels: int) -> np.ndarray:
     """grad-cam's solution for an image without any known pixel (singular; zero right-hand side), computed once."""
-    *entries, rhs, unknown = _assemble(
+    *entries, rhs, _ = _assemble(
         torch.zeros((1, channels, height, width)), torch.zeros((1, height, width)), neighbors_weights
     )
-    return _solve(*entries, rhs, definite=False, counts=[int(unknown.sum())])
+    return _solve(*entries, rhs, definite=False)
 
 
 def _group_solution(images: Tensor, masks: Tensor, kind: str) -> np.ndarray:
     """The ``(n, C)`` solution of the systems of a group of images: ``definite``, ``blank`` or one ``single``."""
     if kind == "blank":
         return np.tile(_blank_solution(masks.shape[1], masks.shape[2], images.shape[1]), (masks.shape[0], 1))
-    *entries, rhs, unknown = _assemble(images, masks, neighbors_weights)
-    return _solve(*entries, rhs, definite=kind == "definite", counts=unknown.flatten(1).sum(1).tolist())
+    if kind == "definite":
+        solution = _banded_solution(images, masks)
+        if solution is not None:
+            return solution
+    *entries, rhs, _ = _assemble(images, masks, neighbors_weights)
+    return _solve(*entries, rhs, definite=kind == "definite")
 
 
 def _solutions(images: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
     """The ``(n, C)`` float32 imputed values of all images and the ``(S, H, W)`` map of the imputed pixels.
 
-    The images with a known pixel form one block-diagonal system. An image without any (a singular system) is
-    solved alone with grad-cam's call, so that it cannot spoil the others; all-zero masks give the same system for
-    every image of a size, solved once.
+    The images with a known pixel are solved together (:func:`_banded_solution`, else one block-diagonal SuperLU
+    system). An image without any (a singular system) is solved alone with grad-cam's call, so that it cannot spoil
+    the others; all-zero masks give the same system for every image of a size, solved once.
     """
     unknown = masks == 0
     known = (masks > 0.5).flatten(1).any(1).cpu()
