@@ -134,9 +134,10 @@ def _assemble(images: Tensor, masks: Tensor, weights: Weights) -> tuple[Tensor, 
     return torch.cat(rows), torch.cat(cols), torch.cat(vals), rhs[:, unknown].t(), unknown
 
 
-#: up to this bandwidth (row-major unknowns: at most the image width + 1) a banded Cholesky beats SuperLU on these
-#: systems: measured 2.6x at 64 px, 1.9x at 128, 1.4x at 160 and 0.88x at 224 (16 images, one thread)
-BANDED_MAX_BANDWIDTH = 160
+#: up to this bandwidth (row-major unknowns: at most the image width + 1) the per-image banded Cholesky beats SuperLU
+#: on these systems: measured 2.4x-3.3x at 64 px, 2.8x-3.0x at 128, 1.6x-3.0x at 192 and 1.2x-1.8x at 224 (16 images,
+#: 20% / 80% imputed, one thread; assembly included)
+BANDED_MAX_BANDWIDTH = 225
 
 
 def _solve(rows: Tensor, cols: Tensor, vals: Tensor, rhs: Tensor, definite: bool) -> np.ndarray:
