@@ -131,3 +131,29 @@ def test_auto_layer_resolution_matches():
     assert ours.target_names == theirs.target_names == ["layer4"]
     ours.remove_hooks()
     theirs.remove_hooks()
+
+
+@pytest.mark.parametrize("foreign_hook", [False, True])
+def test_score_family_runs_the_masked_forwards_on_the_private_copy(foreign_hook):
+    """float32 ResNet with BN statistics: the BN-folded channels-last copy scores like the model (the maps stay
+    TorchCAM's to float32 rounding); a model with a hook of its own runs itself (the copy runs no hooks)."""
+    torch.manual_seed(3)
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    calls = []
+    if foreign_hook:
+        model.layer1.register_forward_hook(lambda *_: calls.append(1))
+    x = torch.rand(1, 3, 48, 40)
+    theirs = _run(torchcam_methods, "ScoreCAM", model, x, "layer4", {"class_idx": 4}, batch_size=128)
+    extractor = compat.ScoreCAM(model, "layer4", batch_size=128)
+    try:
+        calls.clear()
+        ours = extractor(4, model(x))
+    finally:
+        extractor.remove_hooks()
+    _assert_same(ours, theirs, tol=1e-5)
+    assert (extractor._scorer._copy is None) == foreign_hook
+    assert len(calls) == (1 + 4 if foreign_hook else 0)  # the explained forward + 512 masked inputs in 4 chunks

@@ -67,7 +67,7 @@ class PerturbationScorer:
         self._copy: FastModel | None = None
         self._sample_bytes: dict[tuple[Any, ...], int] = {}
 
-    def _forward_fn(self, sample: Tensor) -> Callable[[Tensor], Any]:
+    def forward_for(self, sample: Tensor) -> Callable[[Tensor], Any]:
         """The forward of the perturbed batches: the private copy (channels-last for fp32 images) or the model."""
         hooked = foreign_hooks(self.model)
         if hooked:
@@ -99,7 +99,7 @@ class PerturbationScorer:
     def _scores(self, rows: int, make: Callable[[int, int], tuple[Tensor, Tensor]], select: Selector) -> Tensor:
         """``(rows,)`` scores; ``make(start, stop)`` returns the perturbed inputs and their sample indices."""
         first, _ = make(0, 1)
-        forward = self._forward_fn(first)
+        forward = self.forward_for(first)
         chunk = self._chunk(forward, first)
         out: Tensor | None = None
 
@@ -170,7 +170,7 @@ class PerturbationScorer:
         scores = self._scores(samples.numel(), make, select) if samples.numel() else base.new_empty(0)
         if shared:
             with torch.inference_mode():
-                out = self._forward_fn(baseline[:1])(baseline[:1])
+                out = self.forward_for(baseline[:1])(baseline[:1])
             if isinstance(out, Tensor):
                 full_scores = select(out.expand(n, *out.shape[1:]), torch.arange(n, device=device))
             else:

@@ -9,12 +9,13 @@ forwarded once; the opt-in ``top_k`` keeps each sample's ``top_k`` highest-varia
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from ..forward.perturbation import PerturbationScorer
 from ..forward.scoring import ScorePlan, masked_scores
 from ..targets import ClassIdx
 from .extractor import BatchedExtractor
@@ -50,6 +51,7 @@ class MaskedForwardExtractor(BatchedExtractor):
     ) -> list[tuple[Tensor | None, Tensor | None]]:
         results: list[tuple[Tensor | None, Tensor | None]] = []
         with self.scoring_forwards(targets, activations[0].shape[0]) as fns:
+            network = self._masked_network()
             for act in activations:
                 plan = ScorePlan(
                     passes=self.spec.passes(act, self._input, options),  # type: ignore[misc]
@@ -57,8 +59,19 @@ class MaskedForwardExtractor(BatchedExtractor):
                     top_k=options["top_k"],
                     backend=self.backend,
                 )
-                results.append((masked_scores(self.model, act, self._input, class_idx, fns, plan), None))
+                results.append((masked_scores(network, act, self._input, class_idx, fns, plan), None))
         return results
+
+    def _masked_network(self) -> Callable[[Tensor], Any]:
+        """The network of the masked forwards: the private optimised copy, or the model where it has hooks of its own.
+
+        The copy (BN folded, channels-last, kept in step with the model's parameters) computes the model's scores to
+        float rounding, 1.2x-1.4x faster on CPU; see :class:`~pycam_fast.forward.perturbation.PerturbationScorer`.
+        """
+        scorer = self.__dict__.get("_scorer")
+        if scorer is None or scorer.model is not self.model:
+            scorer = self.__dict__["_scorer"] = PerturbationScorer(self.model)
+        return scorer.forward_for(self._input)
 
     def _repr_fields(self) -> dict[str, Any]:
         return {"batch_size": self.bs, **_set_options(self.options)}
