@@ -37,6 +37,16 @@ class SmallCNN(nn.Module):
         return self.fc(self.pool(self.features(x)).flatten(1))
 
 
+def random_batch_norm(model: nn.Module, mean_range: float = 1.0) -> nn.Module:
+    """``model`` with random BN running statistics (mean ~ U(-r, r), var ~ U(0.5, 2)), its mode unchanged: BN folding
+    and the statistics then matter, unlike with the default zeros and ones."""
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-mean_range, mean_range)
+            module.running_var.uniform_(0.5, 2)
+    return model
+
+
 @pytest.fixture
 def small_cnn() -> nn.Module:
     torch.manual_seed(0)

@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import SmallCNN
+from conftest import SmallCNN, random_batch_norm
 from torch import nn
 
 pytest.importorskip("pytorch_grad_cam")
@@ -311,11 +311,7 @@ def _bn_model() -> nn.Module:
         nn.Flatten(),
         nn.Linear(8, 5),
     )
-    for module in net.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2)
-    return net
+    return random_batch_norm(net, 0.5)
 
 
 @pytest.mark.parametrize("mode", ["eval", "train", "hooked"])

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import SmallCNN
+from conftest import SmallCNN, random_batch_norm
 
 pgc = pytest.importorskip("pytorch_grad_cam")
 sklearn_nmf = pytest.importorskip("sklearn.decomposition").NMF
@@ -291,12 +291,7 @@ def _factors_close(got: np.ndarray, want: np.ndarray) -> None:
 @pytest.fixture(scope="module")
 def resnet():
     torch.manual_seed(0)
-    model = torchvision.models.resnet18(num_classes=10).eval()
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-1, 1)
-            module.running_var.uniform_(0.5, 2)
-    return model
+    return random_batch_norm(torchvision.models.resnet18(num_classes=10)).eval()
 
 
 def _shifted_matrix(acts: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torchvision
-from conftest import SmallCNN
+from conftest import SmallCNN, random_batch_norm
 
 torchcam_methods = pytest.importorskip("torchcam.methods")
 
@@ -138,11 +138,7 @@ def test_score_family_runs_the_masked_forwards_on_the_private_copy(foreign_hook)
     """float32 ResNet with BN statistics: the BN-folded channels-last copy scores like the model (the maps stay
     TorchCAM's to float32 rounding); a model with a hook of its own runs itself (the copy runs no hooks)."""
     torch.manual_seed(3)
-    model = torchvision.models.resnet18(num_classes=10).eval()
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
+    model = random_batch_norm(torchvision.models.resnet18(num_classes=10), 0.5).eval()
     calls = []
     if foreign_hook:
         model.layer1.register_forward_hook(lambda *_: calls.append(1))

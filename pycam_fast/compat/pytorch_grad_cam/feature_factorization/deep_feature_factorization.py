@@ -9,8 +9,8 @@ pytorch-grad-cam runs scikit-learn's ``NMF(init="random", random_state=0)`` on t
 same algorithm from the same start: scikit-learn's random init (NumPy's ``RandomState(0)`` normal draws, scaled by
 ``sqrt(mean(V) / K)``), then cyclic coordinate descent with its update order and stopping rule (``tol=1e-4``, at most
 200 iterations) in one compiled op (:func:`pycam_fast.ops.nmf`: the whole loop in C++ on the CPU, for CUDA
-activations too, on host copies of the small matrix), so the concepts and heatmaps are grad-cam's up to float rounding (the BLAS products round
-differently) and the iteration counts match.
+activations too, on host copies of the small matrix), so the concepts and heatmaps are grad-cam's up to float
+rounding (the BLAS products round differently) and the iteration counts match.
 """
 
 from __future__ import annotations
