@@ -57,7 +57,7 @@ py::dict build_info() {
   info["cplusplus"] = static_cast<long>(__cplusplus);
   info["torch_version"] = std::string(PYCAM_FAST_TORCH_VERSION);
   info["ops"] = py::make_tuple("cam_step", "gradcam_weights", "xgradcam_weights", "gradcampp_weights",
-                               "gradcampp_weights_torchcam", "masked_inputs", "overlay");
+                               "gradcampp_weights_torchcam", "masked_inputs", "overlay", "nmf");
   return info;
 }
 

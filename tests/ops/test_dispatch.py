@@ -428,6 +428,11 @@ def test_import_without_triton_subprocess() -> None:
     assert proc.returncode == 0, proc.stderr
 
 
+def test_build_info_lists_every_op() -> None:
+    require("cpp", "cpu")
+    assert tuple(compiled.build_info()["ops"]) == OP_NAMES
+
+
 def test_an_extension_built_from_older_sources_serves_the_ops_it_has(monkeypatch) -> None:
     """An op the loaded ``_C`` does not define is left out of the compiled backends (the reference runs it)."""
     require("cpp", "cpu")
