@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import SmallCNN
+from conftest import SmallCNN, random_batch_norm
 from torch import nn
 
 pgc = pytest.importorskip("pytorch_grad_cam")
@@ -328,3 +328,19 @@ def test_errors():
         assert cam.batch_size == 16
         with pytest.raises(ValueError, match="batch_size"):
             cam.batch_size = 0
+
+
+def test_scorecam_masked_forwards_on_the_private_copy_keep_gradcams_maps():
+    """float32 ResNet with BN statistics: the masked forwards run on the BN-folded channels-last copy."""
+    torch.manual_seed(4)
+    model = random_batch_norm(torchvision.models.resnet18(num_classes=10), 0.5).eval()
+    x = torch.rand(2, 3, 40, 48)
+    targets = [pgc_targets.ClassifierOutputTarget(3), pgc_targets.ClassifierOutputTarget(7)]
+    theirs = pgc.ScoreCAM(model, [model.layer4])
+    theirs.batch_size = 256
+    want = theirs(x, targets)
+    cam = ours.ScoreCAM(model, [model.layer4])
+    cam.batch_size = 256
+    got = cam(x, [our_targets.ClassifierOutputTarget(3), our_targets.ClassifierOutputTarget(7)])
+    np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
+    assert cam._extractor._scorer._copy is not None

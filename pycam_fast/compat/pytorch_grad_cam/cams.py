@@ -203,7 +203,8 @@ class _ScoreWeights(methods.ScoreCAM):
     """Score-CAM with pytorch-grad-cam's masks and chunking (its softmax weights are Score-CAM's).
 
     Each activation channel is first resized to the input with ``align_corners=True``, THEN min-max normalised
-    (``eps=1e-8``); masked inputs are forwarded ``bs`` at a time (mixing samples), every channel included.
+    (``eps=1e-8``); masked inputs are forwarded ``bs`` at a time (mixing samples), every channel included, on the
+    private optimised copy where it computes what the model does (see :meth:`_masked_network`).
     """
 
     def _channel_scores(
@@ -223,10 +224,10 @@ class _ScoreWeights(methods.ScoreCAM):
         if act.ndim != 4:
             raise ValueError(f"Score-CAM needs 2-D feature maps (N, C, h, w), got shape {tuple(act.shape)}")
         num_pairs = act.shape[0] * act.shape[1]
-        chunks = []
+        network, chunks = self._masked_network(), []
         for start in range(0, num_pairs, self.bs):
             batch, samples = self._masked_chunk(act, start, min(start + self.bs, num_pairs))
-            chunks.append(select_scores(self.model(batch), class_idx, targets, samples))
+            chunks.append(select_scores(network(batch), class_idx, targets, samples))
         return torch.cat(chunks).view(act.shape[:2])
 
 
@@ -235,7 +236,7 @@ class ScoreCAM(BaseCAM):
 
     extractor_cls = _ScoreWeights
     uses_gradients = False
-    supports_fast_path = False  # its masked forwards run the user's model
+    supports_fast_path = False  # the explained forward is the hooked model's (the masked ones: see _ScoreWeights)
 
     def __init__(self, model: nn.Module, target_layers: list[nn.Module], reshape_transform: Any = None) -> None:
         super().__init__(model, target_layers, reshape_transform, batch_size=_SCORE_BATCH)
