@@ -344,3 +344,20 @@ def test_scorecam_masked_forwards_on_the_private_copy_keep_gradcams_maps():
     got = cam(x, [our_targets.ClassifierOutputTarget(3), our_targets.ClassifierOutputTarget(7)])
     np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
     assert cam._extractor._scorer._copy is not None
+
+
+@pytest.mark.parametrize("name", ["EigenCAM", "FEM", "KPCA_CAM"])
+@pytest.mark.parametrize("in_place", [False, True])
+def test_class_agnostic_methods_on_a_segmentation_output_without_targets(name, in_place):
+    """grad-cam's gradient-free class-agnostic methods explain a (N, K, H, W) output with targets=None (its unused
+    argmax does not fail); the class-based ones keep the clear error asking for targets."""
+    torch.manual_seed(5)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=in_place), nn.Conv2d(8, 4, 1)
+    ).eval()
+    layer = model[1]  # with ReLU(inplace=True) after it, grad-cam's hooks see its modified output
+    x = torch.rand(2, 3, 13, 11)
+    want = getattr(pgc, name)(model, [layer])(x, None)
+    np.testing.assert_allclose(getattr(ours, name)(model, [layer])(x, None), want, atol=TOL, rtol=0)
+    with pytest.raises(ValueError, match="needs an \\(N, K\\) output"):
+        ours.ScoreCAM(model, [layer])(x, None)

@@ -38,7 +38,15 @@ from .private_copy import FastModel, check_precision, foreign_hooks, forward_con
 from .tail import LinearHead, linear_head, linear_head_grads, split_tail
 from .tail_forward import tail_forward
 
-__all__ = ["CLOSED_FORM", "NO_GRAD", "TAIL_AUTOGRAD", "ExplainedForward", "ForwardResult", "argmax_classes"]
+__all__ = [
+    "CLOSED_FORM",
+    "NO_GRAD",
+    "TAIL_AUTOGRAD",
+    "ExplainedForward",
+    "ForwardResult",
+    "argmax_classes",
+    "default_classes",
+]
 
 #: how a call computed its gradients
 CLOSED_FORM, TAIL_AUTOGRAD, NO_GRAD = "closed_form", "tail_autograd", "no_grad"
@@ -169,6 +177,7 @@ class ExplainedForward:
         gradients: bool,
         on_copy: bool,
         keep_graph: bool = False,
+        need_classes: bool = True,
     ) -> ForwardResult:
         """Forward ``inputs`` tail-only; with ``gradients``, the explained scores' gradients too.
 
@@ -183,6 +192,8 @@ class ExplainedForward:
             on_copy: run the optimised copy rather than the user's model.
             keep_graph: return the activations as the tail's graph sees them and gradients connected to them
                 (``create_graph``), for second-order methods; no closed form, no widening or copies.
+            need_classes: without ``class_idx`` and ``targets``, the top classes are required (see
+                :func:`default_classes`); ``False`` for callers that do not explain a class.
 
         Returns:
             the outputs, the contiguous activations and gradients of every target layer, and the path taken.
@@ -201,8 +212,9 @@ class ExplainedForward:
             fwd = tail_forward(net.module, net.targets, inputs, record=gradients and not closed)
         outputs = self._widened(fwd.output)
         if targets is None:
-            class_idx = argmax_classes(outputs) if class_idx is None else list(class_idx)
-            check_class_range(class_idx, outputs.shape[1])
+            class_idx = default_classes(outputs, need_classes) if class_idx is None else list(class_idx)
+            if class_idx is not None:
+                check_class_range(class_idx, outputs.shape[1])
         acts = [self._widened(act).contiguous() for act in fwd.activations]
         if not gradients:
             return ForwardResult(_detached(outputs), acts, None, class_idx, NO_GRAD, on_copy, fwd.modified_in_place)
@@ -252,6 +264,17 @@ def _setup(module: nn.Module, names: list[str]) -> _Network:
 def _structure_key(model: nn.Module) -> tuple[int, ...]:
     """Identity of the module tree and its parameters: changes when a module or a parameter is replaced."""
     return tuple(id(m) for m in model.modules()) + tuple(id(p) for p in model.parameters())
+
+
+def default_classes(outputs: Any, needed: bool) -> list[int] | None:
+    """The classes of a call without targets: each sample's top class (:func:`argmax_classes`).
+
+    ``None`` where they are not ``needed`` (a class-agnostic method) and the output is not an ``(N, K)`` classifier
+    output, e.g. Eigen-CAM of a segmentation model (pytorch-grad-cam computes an unused argmax there).
+    """
+    if not needed and not (isinstance(outputs, Tensor) and outputs.ndim == 2):
+        return None
+    return argmax_classes(outputs)
 
 
 def argmax_classes(outputs: Any) -> list[int]:

@@ -49,7 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from ... import ops
-from ...forward.explained import ExplainedForward, ForwardResult, argmax_classes
+from ...forward.explained import ExplainedForward, ForwardResult, default_classes
 from ...methods.extractor import CAMExtractor
 from ...methods.spec import CamTerms
 from ...model_state import model_eval
@@ -261,7 +261,7 @@ class BaseCAM:
                 gradient_kind = self._extractor.spec.kind == "gradient"
                 self._extractor.supply(list(self._hooks.activations), self._hooks.gradients if gradient_kind else None)
                 outputs = self.outputs
-                class_idx = argmax_classes(outputs) if targets is None else None
+                class_idx = default_classes(outputs, self._needs_classes) if targets is None else None
                 self.last_path, self.last_model = EXACT, "model"
             elif exact_reason is None:
                 # one logit per sample is a class-based call: its gradients may come in closed form
@@ -275,7 +275,7 @@ class BaseCAM:
                 return self._layer_maps(class_idx, outputs, targets, eigen_smooth)
             else:
                 self.outputs = outputs = self._model_forward(x)
-                class_idx = argmax_classes(outputs) if targets is None else None
+                class_idx = default_classes(outputs, self._needs_classes) if targets is None else None
                 self.last_path, self.last_model = EXACT, "model"
             self.fallback_reason = copy_reason
             return self._layer_maps(class_idx, outputs, targets, eigen_smooth)
@@ -310,6 +310,16 @@ class BaseCAM:
 
     #: set once a target layer's output was seen modified in place after the layer (the calls then use hooks)
     _in_place_outputs: bool = False
+
+    @property
+    def _needs_classes(self) -> bool:
+        """Whether a call without targets explains each sample's top class.
+
+        False for gradient-free class-agnostic methods, which then also run on models whose output is not an
+        ``(N, K)`` classifier output.
+        """
+        extractor = self._extractor
+        return self.uses_gradients or (extractor is not None and not extractor.spec.class_agnostic)
 
     def _refuse_in_place(self, modified: bool) -> bool:
         """Whether a tail-only forward must be redone with hooks (remembered for the next calls).
@@ -539,10 +549,10 @@ class BaseCAM:
         with model_eval(self.model), self._hooks.recording([] if tail_only else self.target_layers):
             inp = x.detach().requires_grad_(True) if self.compute_input_gradient else x
             if tail_only:
-                recorded = self._record_tail_only(x, targets, copy_reason)
-                if recorded is None:
+                fast = self._record_tail_only(x, targets, copy_reason)
+                if fast is None:
                     return self._generic_forward(x, targets, eigen_smooth)
-                targets = recorded
+                targets = self._default_targets(fast.outputs) if targets is None else targets
             else:
                 targets = self._record_with_hooks(inp, targets)
             with torch.enable_grad() if not self.detach else torch.no_grad():
@@ -557,7 +567,7 @@ class BaseCAM:
                     result = self._aggregate([_device_tensor(m, self.device) for m in maps])
         return result.detach()
 
-    def _record_with_hooks(self, inp: Tensor, targets: list[OutputTarget] | None) -> list[OutputTarget]:
+    def _record_with_hooks(self, inp: Tensor, targets: list[OutputTarget] | None) -> list[OutputTarget] | None:
         """pytorch-grad-cam's recording: the user's model with hooks, one backward of the summed targets."""
         with torch.enable_grad() if self.uses_gradients else torch.no_grad():
             if self.uses_gradients and not inp.requires_grad:
@@ -566,7 +576,7 @@ class BaseCAM:
             self._generic_input = inp
             self.outputs = outputs = self._hooks(inp)
             if targets is None:
-                targets = [ClassifierOutputTarget(int(c)) for c in argmax_classes(outputs)]
+                targets = self._default_targets(outputs)
             if self.uses_gradients:
                 loss = sum(target(output) for target, output in zip(targets, outputs, strict=False))
                 self._backward(loss, inp if self.compute_input_gradient else None)  # type: ignore[arg-type]
@@ -589,20 +599,22 @@ class BaseCAM:
 
     def _record_tail_only(
         self, x: Tensor, targets: list[OutputTarget] | None, copy_reason: str | None
-    ) -> list[OutputTarget] | None:
-        """Fill :attr:`activations_and_grads` from one tail-only forward; returns the targets (top classes if None).
+    ) -> ForwardResult | None:
+        """Fill :attr:`activations_and_grads` from one tail-only forward (returned).
 
         ``None``: a target's output turned out to be modified in place; the caller records with hooks instead.
         """
         classes = _class_targets(targets) if self.uses_gradients else None
         fast = self._tail_only(x, targets, classes, copy_reason)
-        if fast is None:
-            return None
-        self._hooks.activations = list(fast.activations)
-        self._hooks.gradients = list(fast.grads or [])
-        if targets is None:
-            targets = [ClassifierOutputTarget(int(c)) for c in argmax_classes(fast.outputs)]
-        return targets
+        if fast is not None:
+            self._hooks.activations = list(fast.activations)
+            self._hooks.gradients = list(fast.grads or [])
+        return fast
+
+    def _default_targets(self, outputs: Any) -> list[OutputTarget] | None:
+        """pytorch-grad-cam's targets for ``targets=None``: each sample's top class (``None`` where not needed)."""
+        classes = default_classes(outputs, self._needs_classes)
+        return None if classes is None else [ClassifierOutputTarget(int(c)) for c in classes]
 
     def _tail_only(
         self, x: Tensor, targets: list[OutputTarget] | None, classes: list[int] | None, copy_reason: str | None
@@ -621,6 +633,7 @@ class BaseCAM:
             gradients=self.uses_gradients,
             on_copy=copy_reason is None,
             keep_graph=not self.detach,
+            need_classes=self._needs_classes,
         )
         if self._refuse_in_place(fast.modified_in_place):
             return None

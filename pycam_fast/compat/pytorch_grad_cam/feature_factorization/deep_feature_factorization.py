@@ -223,8 +223,7 @@ class DeepFeatureFactorization(HoldsHooks):
         ):
             return None
         with torch.no_grad():
-            # targets=[]: no explained category (the classes of a non-classifier output are never asked for)
-            result = forward.run(x, targets=[], gradients=False, on_copy=True)
+            result = forward.run(x, gradients=False, on_copy=True, need_classes=False)
         if result.modified_in_place:
             return None
         transform = self.activations_and_grads.reshape_transform
