@@ -506,6 +506,8 @@ def test_dff_runs_the_copy_only_where_the_model_computes_the_same():
     want = pgc.DeepFeatureFactorization(model, model.features[2])(x, 3)
     for got, expected in zip(in_place(x, 3), want, strict=True):
         _factors_close(np.asarray(got), np.asarray(expected))
+    assert in_place._in_place_output  # the next calls skip the copy's forward
+    _factors_close(in_place(x, 3)[0], want[0])
     model.train()  # the copy is always in eval mode: the user's model runs
     training = ours.DeepFeatureFactorization(model, model.features[4])
     _factors_close(training(x, 3)[0], pgc.DeepFeatureFactorization(model, model.features[4])(x, 3)[0])

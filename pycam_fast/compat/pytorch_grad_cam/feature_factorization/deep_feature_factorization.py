@@ -202,6 +202,8 @@ class DeepFeatureFactorization(HoldsHooks):
     #: run the layers on the optimised private copy where possible (building it costs about a dozen forwards of a
     #: small batch, so one-off factorisations such as :func:`run_dff_on_image` switch it off)
     optimized_copy: bool = True
+    #: set once the layer's output was seen modified in place after it (the hooks see that; the copy does not)
+    _in_place_output: bool = False
 
     def _activations(self, x: Tensor) -> Tensor:
         activations = self._copy_activations(x)
@@ -217,6 +219,7 @@ class DeepFeatureFactorization(HoldsHooks):
         forward = self._fast_forward
         if (
             not self.optimized_copy
+            or self._in_place_output
             or forward is None
             or forward.unavailable() is not None
             or forward.copy_unavailable(x) is not None
@@ -224,7 +227,8 @@ class DeepFeatureFactorization(HoldsHooks):
             return None
         with torch.no_grad():
             result = forward.run(x, gradients=False, on_copy=True, need_classes=False)
-        if result.modified_in_place:
+        if result.modified_in_place:  # remembered: later calls go straight to the hooks
+            self._in_place_output = True
             return None
         transform = self.activations_and_grads.reshape_transform
         return result.activations[0] if transform is None else transform(result.activations[0])
