@@ -10,13 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tolerances import BF16, F16, F32, F64, TARGETS, rand, require
+from tolerances import BF16, COMPILED_TARGETS, F16, F32, F64, rand, require
 
 from pycam_fast import ops
 from pycam_fast.ops import compiled
 from pycam_fast.ops import reference as ref
 
-pytestmark = pytest.mark.parametrize(("backend", "device"), [TARGETS[0], TARGETS[2]])
+pytestmark = pytest.mark.parametrize(("backend", "device"), COMPILED_TARGETS)
 
 #: max |difference| / max |factor| after up to 200 iterations (measured: <= 1e-5 in float32 on DFF matrices)
 ITER_TOL = {F32: 1e-4, F64: 1e-10}
